@@ -1,0 +1,15 @@
+#!/bin/sh
+# Builds the libfuse3 addon (native/) with node-gyp against the headers of
+# the Node.js that runs us: nothing is downloaded.
+set -e
+cd "$(dirname "$0")/.."
+nodedir=$(node -p "require('path').resolve(process.execPath, '../..')")
+if [ ! -f "$nodedir/include/node/node_api.h" ]; then
+  echo "litefs: Node.js headers not found under $nodedir/include/node; install them (Debian: nodejs-dev / libnode-dev)" >&2
+  exit 1
+fi
+if ! pkg-config --exists fuse3; then
+  echo "litefs: libfuse3 development files are missing; run etc/setup.sh (apt-get install libfuse3-dev pkg-config)" >&2
+  exit 1
+fi
+exec node-gyp rebuild --nodedir="$nodedir"

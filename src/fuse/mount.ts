@@ -1,0 +1,190 @@
+// The typed face of the native FUSE layer: mount a directory over a backing
+// directory, receive decision-point events, and set per-file state.
+import { EventEmitter } from 'node:events';
+import { FileFlag, native, type RawEvent } from './native.js';
+import { errnoNumber, type ErrnoName } from './errno.js';
+import { prepareMountPoint } from './mountpoint.js';
+
+/** Events name files relative to the mount root, e.g. "db.sqlite-wal". */
+export type FuseEvent =
+  | { type: 'create'; name: string; mode: number }
+  | { type: 'unlink'; name: string }
+  | { type: 'rename'; name: string; newName: string }
+  | { type: 'truncate'; name: string; size: number }
+  | { type: 'fsync'; name: string; datasync: boolean }
+  /** A write completed a WAL frame whose header marks a commit. */
+  | { type: 'walCommit'; name: string; offset: number; length: number; commitSize: number; pageSize: number }
+  /** A journal that carried the magic was deleted, truncated to 0 or zeroed. */
+  | { type: 'journalInvalidated'; name: string; reason: 'unlink' | 'truncate' | 'zeroed' };
+
+/**
+ * Answers an event: nothing (or undefined) lets the operation succeed; an
+ * errno name fails it with that error. The operation waits meanwhile.
+ */
+export type EventHandler = (ev: FuseEvent) => void | ErrnoName | Promise<void | ErrnoName>;
+
+export interface FileOptions {
+  /** Report create/unlink/rename/truncate/fsync of this file. */
+  events?: boolean;
+  /** Report writes completing WAL commit frames (the -wal file). */
+  wal?: boolean;
+  /** Report invalidation of a live rollback journal (the -journal file). */
+  journal?: boolean;
+  /** Record pages written (the database file); needs pageSize. */
+  dirtyPages?: boolean;
+  pageSize?: number;
+  /** Refuse writes and write-opens from other processes (EROFS). */
+  readOnly?: boolean;
+  /** Bypass the kernel page cache (otherwise cached, kept across opens). */
+  directIo?: boolean;
+}
+
+export interface MountOptions {
+  debug?: boolean;
+  allowOther?: boolean;
+  maxThreads?: number;
+  /** Unmount and exit on SIGINT/SIGTERM (default true). */
+  handleSignals?: boolean;
+  /** Where errors thrown by handlers are reported (default: stderr). */
+  onHandlerError?: (err: unknown, ev: FuseEvent) => void;
+}
+
+function toEvent(raw: RawEvent): FuseEvent {
+  const name = (raw.path ?? '/').slice(1);
+  switch (raw.type) {
+    case 'create': return { type: 'create', name, mode: raw.arg };
+    case 'unlink': return { type: 'unlink', name };
+    case 'rename': return { type: 'rename', name, newName: (raw.path2 ?? '/').slice(1) };
+    case 'truncate': return { type: 'truncate', name, size: raw.arg };
+    case 'fsync': return { type: 'fsync', name, datasync: raw.arg !== 0 };
+    case 'walCommit':
+      return { type: 'walCommit', name, offset: raw.offset, length: raw.length, commitSize: raw.arg, pageSize: raw.pageSize };
+    case 'journalInvalidated':
+      return { type: 'journalInvalidated', name, reason: raw.path2 as 'unlink' | 'truncate' | 'zeroed' };
+    default: throw new Error(`unknown FUSE event ${raw.type}`);
+  }
+}
+
+let current: FuseMount | undefined;
+
+/** One mounted directory. The process serves at most one at a time. */
+export class FuseMount extends EventEmitter {
+  private mounted = true;
+  /** A dead mount left at dir by a killed process was cleared first. */
+  clearedDeadMount = false;
+  private readonly signalHandler?: (sig: NodeJS.Signals) => void;
+
+  constructor(
+    readonly dir: string,
+    readonly dataDir: string,
+    private readonly handler: EventHandler,
+    private readonly options: MountOptions,
+  ) {
+    super();
+    if (options.handleSignals !== false) {
+      this.signalHandler = (sig) => {
+        this.unmount();
+        process.kill(process.pid, sig); // our handler is gone: default action
+      };
+      process.once('SIGINT', this.signalHandler);
+      process.once('SIGTERM', this.signalHandler);
+    }
+  }
+
+  /** Called by the addon on the JavaScript thread for each event. */
+  dispatch(raw: RawEvent): void {
+    if (raw.type === 'unmounted') {
+      if (this.mounted) this.unmount();
+      this.emit('unmounted');
+      return;
+    }
+    let ev: FuseEvent;
+    try {
+      ev = toEvent(raw);
+    } catch (err) {
+      native().reply(raw.id, errnoNumber('EIO'));
+      this.reportError(err, { type: 'unlink', name: raw.path ?? '' });
+      return;
+    }
+    const answer = (result: void | ErrnoName) => native().reply(raw.id, result ? errnoNumber(result) : 0);
+    const fail = (err: unknown) => {
+      const code = (err as { code?: unknown }).code;
+      native().reply(raw.id, errnoNumber(typeof code === 'string' && code.startsWith('E') ? code : 'EIO'));
+      this.reportError(err, ev);
+    };
+    try {
+      const result = this.handler(ev);
+      if (result instanceof Promise) result.then(answer, fail);
+      else answer(result);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  private reportError(err: unknown, ev: FuseEvent): void {
+    if (this.options.onHandlerError) this.options.onHandlerError(err, ev);
+    else process.stderr.write(`litefs: fuse ${ev.type} ${ev.name}: ${(err as Error).message ?? err}\n`);
+  }
+
+  /** Sets what the native layer does for one file name (replacing earlier options). */
+  setFile(name: string, opts: FileOptions): void {
+    let flags = 0;
+    for (const key of ['events', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
+      if (opts[key]) flags |= FileFlag[key];
+    }
+    native().setFile('/' + name, flags, opts.pageSize ?? 0);
+  }
+
+  /** Serves a read-only file from memory; null removes it. */
+  setVirtualFile(name: string, content: string | Buffer | null, mtime?: Date): void {
+    const data = content === null ? null : Buffer.from(content);
+    native().setVirtual('/' + name, data, mtime ? mtime.getTime() : 0);
+  }
+
+  /** Page numbers (from 1) written to a dirtyPages file since the last call. */
+  takeDirtyPages(name: string): Uint32Array {
+    return native().takeDirtyPages('/' + name);
+  }
+
+  /** Drops the kernel's cached pages and attributes of a file, and optionally its entry. */
+  async invalidate(name: string, opts: { entry?: boolean } = {}): Promise<void> {
+    await native().invalidate('/' + name, opts.entry ?? false);
+  }
+
+  /** Unmounts (lazily: open files see the mount vanish) and stops serving. */
+  unmount(): void {
+    if (!this.mounted) return;
+    this.mounted = false;
+    if (this.signalHandler) {
+      process.removeListener('SIGINT', this.signalHandler);
+      process.removeListener('SIGTERM', this.signalHandler);
+    }
+    native().unmount();
+    if (current === this) current = undefined;
+  }
+
+  get isMounted(): boolean {
+    return this.mounted;
+  }
+}
+
+/**
+ * Mounts `dir`, passing file I/O through to `dataDir` in C and asking
+ * `handler` at decision points. Throws MountError with a one-line message
+ * on bad input; clears a dead mount left at `dir` by a killed process.
+ */
+export function mount(dir: string, dataDir: string, handler: EventHandler, options: MountOptions = {}): FuseMount {
+  if (current) throw new Error(`this process already serves a mount at ${current.dir}`);
+  const dirs = prepareMountPoint(dir, dataDir);
+  const addon = native();
+  let fuse: FuseMount | undefined;
+  addon.mount(dirs.mountDir, dirs.dataDir, (raw) => fuse?.dispatch(raw), {
+    debug: options.debug ?? false,
+    allowOther: options.allowOther ?? false,
+    maxThreads: options.maxThreads ?? 16,
+  });
+  fuse = new FuseMount(dirs.mountDir, dirs.dataDir, handler, options);
+  current = fuse;
+  fuse.clearedDeadMount = dirs.clearedDeadMount;
+  return fuse;
+}

@@ -1,0 +1,57 @@
+// The compiled libfuse3 addon (native/), loaded once, with its raw types.
+// Everything else uses the typed wrapper in mount.ts and locks.ts.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export interface RawEvent {
+  id: number;
+  type: string;
+  path?: string;
+  path2?: string;
+  offset: number;
+  length: number;
+  arg: number;
+  pageSize: number;
+}
+
+export interface NativeAddon {
+  mount(
+    dir: string,
+    backingDir: string,
+    dispatch: (ev: RawEvent) => void,
+    options: { debug?: boolean; allowOther?: boolean; maxThreads?: number },
+  ): void;
+  unmount(): void;
+  reply(id: number, errno: number): boolean;
+  setFile(path: string, flags: number, pageSize: number): void;
+  setVirtual(path: string, data: Buffer | null, mtimeMs: number): void;
+  takeDirtyPages(path: string): Uint32Array;
+  lock(fd: number, type: number, start: number, len: number, wait: boolean): Promise<boolean>;
+  invalidate(path: string, entry: boolean): Promise<boolean>;
+}
+
+/** Bits of the per-file flags the addon understands (native/lfs.h). */
+export const FileFlag = {
+  events: 1 << 0,
+  wal: 1 << 1,
+  journal: 1 << 2,
+  dirtyPages: 1 << 3,
+  readOnly: 1 << 4,
+  directIo: 1 << 5,
+} as const;
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+let addon: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (!addon) {
+    const file = path.join(root, 'build', 'Release', 'litefs_fuse.node');
+    try {
+      addon = createRequire(import.meta.url)(file) as NativeAddon;
+    } catch (err) {
+      throw new Error(`cannot load the FUSE addon ${file} (run etc/setup.sh): ${(err as Error).message}`);
+    }
+  }
+  return addon;
+}

@@ -1,0 +1,107 @@
+// Decision points reach JavaScript with file, offset and length: one commit
+// frame per committed WAL transaction, one journal invalidation per
+// committed rollback-mode transaction, none for rolled-back ones; the
+// dirty-page record; a handler's errno fails the operation.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { MountFixture } from '../support/fixture.js';
+import { HeldConnection, JOURNAL_MODES, sqlite3, sleep, tempDirs } from '../support/clients.js';
+import { readWalFrames } from '../../src/sqlite/wal.js';
+
+describe('events at decision points', () => {
+  const dirs = tempDirs();
+  let fx: MountFixture;
+  before(async () => {
+    fx = await MountFixture.start(dirs.mnt, dirs.data);
+  });
+  after(async () => {
+    await fx.stop();
+    dirs.cleanup();
+  });
+
+  for (const mode of JOURNAL_MODES) {
+    test(`${mode}: one commit event per committed transaction, none for rollbacks`, async () => {
+      const name = `ev-${mode}.db`;
+      const db = `${dirs.mnt}/${name}`;
+      const setup = await sqlite3(db, `PRAGMA journal_mode=${mode}; CREATE TABLE t(x);`);
+      assert.equal(setup.code, 0, setup.stderr);
+      await sleep(50); // events are delivered over IPC after the op returned
+      fx.events.length = 0;
+      // In WAL mode, keep a second connection open so the WAL survives for inspection.
+      const holder = mode === 'wal' ? await HeldConnection.open(db) : undefined;
+      await holder?.query('SELECT count(*) FROM t');
+      const committed = 7;
+      // journal_mode is per connection except for WAL, which the file keeps.
+      let sql = `PRAGMA journal_mode=${mode}; PRAGMA wal_autocheckpoint=0;\n`;
+      for (let i = 0; i < committed; i++) {
+        sql += `INSERT INTO t VALUES (${i});\n`;
+        sql += `BEGIN; INSERT INTO t VALUES (randomblob(100)); ROLLBACK;\n`;
+      }
+      sql += `BEGIN; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); COMMIT;\n`;
+      const r = await sqlite3(db, sql);
+      assert.equal(r.code, 0, r.stderr);
+      await sleep(50);
+      const total = committed + 1;
+      if (mode === 'wal') {
+        const commits = fx.eventsOf('walCommit', `${name}-wal`);
+        assert.equal(commits.length, total);
+        assert.equal(fx.eventsOf('journalInvalidated').length, 0);
+        const wal = fs.readFileSync(`${dirs.data}/${name}-wal`);
+        const scan = readWalFrames(wal);
+        assert.equal(scan.transactions.length, total);
+        commits.forEach((ev, i) => {
+          const tx = scan.transactions[i]!;
+          const last = tx.frames[tx.frames.length - 1]!;
+          assert.equal(ev.pageSize, 4096);
+          assert.equal(ev.length, 24 + 4096);
+          assert.equal(ev.offset, 32 + last.index * (24 + 4096), 'offset of the commit frame');
+          assert.equal(ev.commitSize, tx.commitSize);
+        });
+        await holder?.close();
+      } else {
+        const inval = fx.eventsOf('journalInvalidated', `${name}-journal`);
+        assert.equal(inval.length, total);
+        const reason = { delete: 'unlink', truncate: 'truncate', persist: 'zeroed' }[mode];
+        assert.ok(inval.every((e) => e.reason === reason), JSON.stringify(inval));
+        assert.equal(fx.eventsOf('walCommit').length, 0);
+      }
+    });
+  }
+
+  test('dirty pages written to a database since the last take', async () => {
+    const name = 'dirty.db';
+    const db = `${dirs.mnt}/${name}`;
+    const r = await sqlite3(db, `PRAGMA journal_mode=delete; CREATE TABLE a(x); CREATE TABLE b(x); INSERT INTO a VALUES (randomblob(3000));`);
+    assert.equal(r.code, 0, r.stderr);
+    await fx.call({ cmd: 'takeDirty', name });
+    const u = await sqlite3(db, `INSERT INTO b VALUES (1);`);
+    assert.equal(u.code, 0, u.stderr);
+    const pages = await fx.call<number[]>({ cmd: 'takeDirty', name });
+    // page 1 (change counter) and b's root page (3: a is 2), nothing of a
+    assert.deepEqual([...pages].sort((x, y) => x - y), [1, 3]);
+    assert.deepEqual(await fx.call<number[]>({ cmd: 'takeDirty', name }), []);
+  });
+
+  test('an errno from the handler fails the operation (WAL commit -> SQLite I/O error)', async () => {
+    const db = `${dirs.mnt}/fail.db`;
+    assert.equal((await sqlite3(db, `PRAGMA journal_mode=wal; CREATE TABLE t(x);`)).code, 0);
+    // The kernel retries a failed buffered write (seen: once), so handlers
+    // must be idempotent and a persistent failure is what reaches SQLite.
+    await fx.call({ cmd: 'failNext', type: 'walCommit', errno: 'EIO', times: 5 });
+    const r = await sqlite3(db, `INSERT INTO t VALUES (1);`);
+    await fx.call({ cmd: 'clearFailures' });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /disk I\/O error/);
+    const after = await sqlite3(db, `INSERT INTO t VALUES (2); SELECT count(*) FROM t; PRAGMA integrity_check;`);
+    assert.equal(after.code, 0, after.stderr);
+    assert.match(after.stdout, /ok\n$/);
+  });
+
+  test('create can be refused by JavaScript', async () => {
+    await fx.call({ cmd: 'failNext', type: 'create', errno: 'EROFS' });
+    const r = await sqlite3(`${dirs.mnt}/refused.db`, `CREATE TABLE t(x);`);
+    assert.notEqual(r.code, 0);
+    assert.equal(fs.existsSync(`${dirs.data}/refused.db`), false);
+  });
+});

@@ -1,0 +1,147 @@
+// A mount served by a child process, driven over IPC by a test. Tests must
+// not serve FUSE in their own process: a synchronous client there (e.g.
+// better-sqlite3) would block the thread that answers the mount's events.
+//
+// Child: node fixture.js <mountDir> <dataDir>. It names database families
+// by suffix (a test policy, not the product's) and reports every event.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mount, MountedFileLock, type FileOptions, type FuseEvent, type FuseMount } from '../../src/fuse/index.js';
+
+type Command =
+  | { cmd: 'setFile'; name: string; opts: FileOptions }
+  | { cmd: 'setVirtual'; name: string; content: string | null }
+  | { cmd: 'takeDirty'; name: string }
+  | { cmd: 'invalidate'; name: string; entry?: boolean }
+  | { cmd: 'lock'; path: string; kind: 'read' | 'write'; start: number; len: number; wait: boolean }
+  | { cmd: 'unlockAll'; path: string }
+  | { cmd: 'failNext'; type: FuseEvent['type']; errno: string; times?: number }
+  | { cmd: 'clearFailures' }
+  | { cmd: 'unmount' };
+
+/** Flags the fixture gives a new name, by its suffix. */
+export function familyOptions(name: string, pageSize = 4096): FileOptions {
+  if (name.endsWith('-wal')) return { events: true, wal: true };
+  if (name.endsWith('-journal')) return { events: true, journal: true };
+  if (name.endsWith('-shm')) return { events: true };
+  return { events: true, dirtyPages: true, pageSize };
+}
+
+function runChild(mountDir: string, dataDir: string): void {
+  const locks = new Map<string, MountedFileLock>();
+  const failNext = new Map<string, string[]>();
+  const configured = new Set<string>();
+  let fuse: FuseMount;
+  const send = (msg: unknown) => process.send?.(msg);
+  fuse = mount(
+    mountDir,
+    dataDir,
+    (ev) => {
+      // A name the test configured keeps its options (e.g. readOnly).
+      if (ev.type === 'create' && !configured.has(ev.name)) fuse.setFile(ev.name, familyOptions(ev.name));
+      send({ event: ev });
+      const errno = failNext.get(ev.type)?.shift();
+      if (errno) return errno as 'EIO';
+      return undefined;
+    },
+    { handleSignals: true },
+  );
+  fuse.on('unmounted', () => process.exit(0));
+  process.on('message', async (msg: Command & { id: number }) => {
+    try {
+      let result: unknown = null;
+      switch (msg.cmd) {
+        case 'setFile': fuse.setFile(msg.name, msg.opts); configured.add(msg.name); break;
+        case 'setVirtual': fuse.setVirtualFile(msg.name, msg.content); break;
+        case 'takeDirty': result = Array.from(fuse.takeDirtyPages(msg.name)); break;
+        case 'invalidate': await fuse.invalidate(msg.name, { entry: msg.entry ?? false }); break;
+        case 'lock': {
+          let l = locks.get(msg.path);
+          if (!l) locks.set(msg.path, (l = await MountedFileLock.open(msg.path)));
+          result = await l.lock(msg.kind, msg.start, msg.len, { wait: msg.wait });
+          break;
+        }
+        case 'unlockAll': await locks.get(msg.path)?.close(); locks.delete(msg.path); break;
+        case 'failNext': failNext.set(msg.type, [...(failNext.get(msg.type) ?? []), ...Array<string>(msg.times ?? 1).fill(msg.errno)]); break;
+        case 'clearFailures': failNext.clear(); break;
+        case 'unmount':
+          for (const l of locks.values()) await l.close();
+          fuse.unmount();
+          send({ id: msg.id, result: null });
+          process.exit(0);
+      }
+      send({ id: msg.id, result });
+    } catch (err) {
+      send({ id: msg.id, error: (err as Error).message });
+    }
+  });
+  send({ ready: true, clearedDeadMount: fuse.clearedDeadMount });
+}
+
+/** The test's handle on a fixture child. */
+export class MountFixture {
+  readonly events: FuseEvent[] = [];
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  clearedDeadMount = false;
+
+  private constructor(readonly child: ChildProcess, readonly mountDir: string, readonly dataDir: string) {}
+
+  static start(mountDir: string, dataDir: string): Promise<MountFixture> {
+    const child = fork(fileURLToPath(import.meta.url), [mountDir, dataDir], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    const fx = new MountFixture(child, mountDir, dataDir);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+    return new Promise((resolve, reject) => {
+      child.on('message', (msg: { ready?: boolean; clearedDeadMount?: boolean; event?: FuseEvent; id?: number; result?: unknown; error?: string }) => {
+        if (msg.ready) {
+          fx.clearedDeadMount = msg.clearedDeadMount ?? false;
+          resolve(fx);
+        } else if (msg.event) fx.events.push(msg.event);
+        else if (msg.id !== undefined) {
+          const w = fx.waiting.get(msg.id);
+          fx.waiting.delete(msg.id);
+          if (msg.error) w?.reject(new Error(msg.error));
+          else w?.resolve(msg.result);
+        }
+      });
+      child.on('exit', (code) => {
+        for (const w of fx.waiting.values()) w.reject(new Error(`fixture exited (${code}): ${stderr.trim()}`));
+        reject(new Error(`fixture exited (${code}): ${stderr.trim()}`));
+      });
+    });
+  }
+
+  call<T = unknown>(cmd: Command): Promise<T> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ ...cmd, id });
+    });
+  }
+
+  eventsOf<T extends FuseEvent['type']>(type: T, name?: string): Extract<FuseEvent, { type: T }>[] {
+    return this.events.filter((e) => e.type === type && (name === undefined || e.name === name)) as Extract<FuseEvent, { type: T }>[];
+  }
+
+  /** Unmounts and waits for the child to exit. */
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    await this.call({ cmd: 'unmount' }).catch(() => undefined);
+    await exited;
+  }
+
+  /** kill -9, leaving a dead mount behind. */
+  async kill9(): Promise<void> {
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [mountDir, dataDir] = process.argv.slice(2);
+  if (!mountDir || !dataDir) throw new Error('usage: fixture <mountDir> <dataDir>');
+  runChild(mountDir, dataDir);
+}
