@@ -16,12 +16,13 @@
 
 /* Per-file flags, set by JavaScript for names it cares about. */
 enum {
-  LFS_EVENTS = 1 << 0,    /* report create/unlink/rename/truncate/fsync */
+  LFS_EVENTS = 1 << 0,    /* report create/unlink/rename/truncate */
   LFS_WAL = 1 << 1,       /* report writes that complete a WAL commit frame */
   LFS_JOURNAL = 1 << 2,   /* report invalidation of a live rollback journal */
   LFS_DIRTY = 1 << 3,     /* record the page numbers written */
   LFS_READONLY = 1 << 4,  /* refuse writes, except the daemon's own */
   LFS_DIRECT_IO = 1 << 5, /* bypass the kernel page cache */
+  LFS_FSYNC = 1 << 6,     /* report fsync (apart: it is on the commit path) */
 };
 
 /* What we know about one name (path from the mount root, with leading '/').

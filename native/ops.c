@@ -349,7 +349,8 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   lfs_handle *h = handle(fi);
   if (h->fd < 0) return 0;
   if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0) return -errno;
-  return changed(h->file, LFS_EV_FSYNC, NULL, datasync, NULL);
+  if (flags_of(h->file) & LFS_FSYNC) return ask(LFS_EV_FSYNC, h->file->path, NULL, datasync);
+  return 0;
 }
 
 static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {

@@ -24,8 +24,10 @@ export type FuseEvent =
 export type EventHandler = (ev: FuseEvent) => void | ErrnoName | Promise<void | ErrnoName>;
 
 export interface FileOptions {
-  /** Report create/unlink/rename/truncate/fsync of this file. */
+  /** Report create/unlink/rename/truncate of this file. */
   events?: boolean;
+  /** Report fsync of this file (an event on the commit path under synchronous=FULL). */
+  fsync?: boolean;
   /** Report writes completing WAL commit frames (the -wal file). */
   wal?: boolean;
   /** Report invalidation of a live rollback journal (the -journal file). */
@@ -129,7 +131,7 @@ export class FuseMount extends EventEmitter {
   /** Sets what the native layer does for one file name (replacing earlier options). */
   setFile(name: string, opts: FileOptions): void {
     let flags = 0;
-    for (const key of ['events', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
+    for (const key of ['events', 'fsync', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
       if (opts[key]) flags |= FileFlag[key];
     }
     native().setFile('/' + name, flags, opts.pageSize ?? 0);

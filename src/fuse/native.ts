@@ -39,6 +39,7 @@ export const FileFlag = {
   dirtyPages: 1 << 3,
   readOnly: 1 << 4,
   directIo: 1 << 5,
+  fsync: 1 << 6,
 } as const;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

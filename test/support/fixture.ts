@@ -20,14 +20,17 @@ type Command =
   | { cmd: 'unmount' };
 
 /** Flags the fixture gives a new name, by its suffix. */
-export function familyOptions(name: string, pageSize = 4096): FileOptions {
-  if (name.endsWith('-wal')) return { events: true, wal: true };
-  if (name.endsWith('-journal')) return { events: true, journal: true };
+export function familyOptions(name: string, pageSize = 4096, fsync = true): FileOptions {
+  if (name.endsWith('-wal')) return { events: true, fsync, wal: true };
+  if (name.endsWith('-journal')) return { events: true, fsync, journal: true };
   if (name.endsWith('-shm')) return { events: true };
-  return { events: true, dirtyPages: true, pageSize };
+  return { events: true, fsync, dirtyPages: true, pageSize };
 }
 
-function runChild(mountDir: string, dataDir: string): void {
+type Policy = 'plain' | 'family' | 'quiet';
+
+function runChild(mountDir: string, dataDir: string, policy: Policy): void {
+  const plain = policy === 'plain';
   const locks = new Map<string, MountedFileLock>();
   const failNext = new Map<string, string[]>();
   const configured = new Set<string>();
@@ -38,8 +41,8 @@ function runChild(mountDir: string, dataDir: string): void {
     dataDir,
     (ev) => {
       // A name the test configured keeps its options (e.g. readOnly).
-      if (ev.type === 'create' && !configured.has(ev.name)) fuse.setFile(ev.name, familyOptions(ev.name));
-      send({ event: ev });
+      if (ev.type === 'create' && !configured.has(ev.name) && !plain) fuse.setFile(ev.name, familyOptions(ev.name, 4096, policy !== 'quiet'));
+      if (policy !== 'quiet') send({ event: ev });
       const errno = failNext.get(ev.type)?.shift();
       if (errno) return errno as 'EIO';
       return undefined;
@@ -87,8 +90,13 @@ export class MountFixture {
 
   private constructor(readonly child: ChildProcess, readonly mountDir: string, readonly dataDir: string) {}
 
-  static start(mountDir: string, dataDir: string): Promise<MountFixture> {
-    const child = fork(fileURLToPath(import.meta.url), [mountDir, dataDir], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+  /**
+   * policy: 'family' (default) flags database families and reports events;
+   * 'quiet' flags them but answers events without reporting them (benchmarks);
+   * 'plain' is a pure passthrough: no file gets flags, so no events but create.
+   */
+  static start(mountDir: string, dataDir: string, opts: { policy?: Policy } = {}): Promise<MountFixture> {
+    const child = fork(fileURLToPath(import.meta.url), [mountDir, dataDir, opts.policy ?? 'family'], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     const fx = new MountFixture(child, mountDir, dataDir);
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
@@ -141,7 +149,7 @@ export class MountFixture {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [mountDir, dataDir] = process.argv.slice(2);
-  if (!mountDir || !dataDir) throw new Error('usage: fixture <mountDir> <dataDir>');
-  runChild(mountDir, dataDir);
+  const [mountDir, dataDir, policy] = process.argv.slice(2);
+  if (!mountDir || !dataDir) throw new Error('usage: fixture <mountDir> <dataDir> [family|quiet|plain]');
+  runChild(mountDir, dataDir, (policy ?? 'family') as Policy);
 }
