@@ -12,4 +12,11 @@ if ! pkg-config --exists fuse3; then
   echo "litefs: libfuse3 development files are missing; run etc/setup.sh (apt-get install libfuse3-dev pkg-config)" >&2
   exit 1
 fi
-exec node-gyp rebuild --nodedir="$nodedir"
+# npm puts its bundled node-gyp on PATH for install scripts; outside npm,
+# find that same copy.
+if command -v node-gyp >/dev/null 2>&1; then
+  exec node-gyp rebuild --nodedir="$nodedir"
+fi
+gyp="$(npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js"
+[ -f "$gyp" ] || { echo "litefs: node-gyp not found (it ships with npm)" >&2; exit 1; }
+exec node "$gyp" rebuild --nodedir="$nodedir"
