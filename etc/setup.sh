@@ -28,3 +28,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 [ -f build/Release/litefs_fuse.node ] || sh etc/build-native.sh
 npx tsc -p .
+# The example config mounts under the repository.
+mkdir -p .litefs/mnt .litefs/data

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// litefs: the command-line entry point. Each command is a module of its own.
+import { ConfigError } from '../config/index.js';
+import { MountError } from '../fuse/index.js';
+import { UsageError } from './flags.js';
+import { VERSION } from '../version.js';
+
+const USAGE = `litefs ${VERSION}: a replicated SQLite filesystem
+
+Usage: litefs <command> [flags]
+
+Commands:
+  mount     mount the filesystem and run the node (-config PATH)
+  version   print the version
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'mount': {
+      const { runMount } = await import('./mount.js');
+      return runMount(args);
+    }
+    case 'version':
+    case '-version':
+    case '--version':
+      process.stdout.write(`litefs ${VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '-h':
+    case '-help':
+    case '--help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`litefs: unknown command "${command}" (run "litefs help")`);
+  }
+}
+
+/** Errors users cause are one line; anything else is a bug and keeps its stack. */
+function report(err: unknown): number {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof MountError) {
+    process.stderr.write(`${err.message.startsWith('litefs') ? '' : 'litefs: '}${err.message}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+  process.stderr.write(`litefs: ${(err as Error)?.stack ?? err}\n`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined && code >= 0) process.exitCode = code;
+  },
+  (err) => {
+    process.exitCode = report(err);
+  },
+);
