@@ -11,6 +11,8 @@ Usage: litefs <command> [flags]
 
 Commands:
   mount     mount the filesystem and run the node (-config PATH)
+  import    send a database file to the primary (-name DB [-url URL | -config PATH] FILE)
+  export    fetch a consistent copy of a database (-name DB [-url URL | -config PATH] FILE)
   version   print the version
 `;
 
@@ -20,6 +22,11 @@ async function main(argv: string[]): Promise<number> {
     case 'mount': {
       const { runMount } = await import('./mount.js');
       return runMount(args);
+    }
+    case 'import':
+    case 'export': {
+      const { runImport, runExport } = await import('./transfer.js');
+      return command === 'import' ? runImport(args) : runExport(args);
     }
     case 'version':
     case '-version':

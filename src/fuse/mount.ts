@@ -51,6 +51,36 @@ export interface MountOptions {
   onHandlerError?: (err: unknown, ev: FuseEvent) => void;
 }
 
+/**
+ * Per-file state of the native layer. Usable before mount(), so a store can
+ * flag its files before any application can reach them.
+ */
+export interface FileControl {
+  /** Sets what the native layer does for one file name (replacing earlier options). */
+  setFile(name: string, opts: FileOptions): void;
+  /** Serves a read-only file from memory; null removes it. */
+  setVirtualFile(name: string, content: string | Buffer | null, mtime?: Date): void;
+  /** Units written to a dirtyPages file since the last call (numbered from 1, in pageSize units). */
+  takeDirtyPages(name: string): Uint32Array;
+}
+
+export const fileControl: FileControl = {
+  setFile(name, opts) {
+    let flags = 0;
+    for (const key of ['events', 'fsync', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
+      if (opts[key]) flags |= FileFlag[key];
+    }
+    native().setFile('/' + name, flags, opts.pageSize ?? 0);
+  },
+  setVirtualFile(name, content, mtime) {
+    const data = content === null ? null : Buffer.from(content);
+    native().setVirtual('/' + name, data, mtime ? mtime.getTime() : 0);
+  },
+  takeDirtyPages(name) {
+    return native().takeDirtyPages('/' + name);
+  },
+};
+
 function toEvent(raw: RawEvent): FuseEvent {
   const name = (raw.path ?? '/').slice(1);
   switch (raw.type) {
@@ -70,7 +100,7 @@ function toEvent(raw: RawEvent): FuseEvent {
 let current: FuseMount | undefined;
 
 /** One mounted directory. The process serves at most one at a time. */
-export class FuseMount extends EventEmitter {
+export class FuseMount extends EventEmitter implements FileControl {
   private mounted = true;
   /** A dead mount left at dir by a killed process was cleared first. */
   clearedDeadMount = false;
@@ -128,24 +158,16 @@ export class FuseMount extends EventEmitter {
     else process.stderr.write(`litefs: fuse ${ev.type} ${ev.name}: ${(err as Error).message ?? err}\n`);
   }
 
-  /** Sets what the native layer does for one file name (replacing earlier options). */
   setFile(name: string, opts: FileOptions): void {
-    let flags = 0;
-    for (const key of ['events', 'fsync', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
-      if (opts[key]) flags |= FileFlag[key];
-    }
-    native().setFile('/' + name, flags, opts.pageSize ?? 0);
+    fileControl.setFile(name, opts);
   }
 
-  /** Serves a read-only file from memory; null removes it. */
   setVirtualFile(name: string, content: string | Buffer | null, mtime?: Date): void {
-    const data = content === null ? null : Buffer.from(content);
-    native().setVirtual('/' + name, data, mtime ? mtime.getTime() : 0);
+    fileControl.setVirtualFile(name, content, mtime);
   }
 
-  /** Page numbers (from 1) written to a dirtyPages file since the last call. */
   takeDirtyPages(name: string): Uint32Array {
-    return native().takeDirtyPages('/' + name);
+    return fileControl.takeDirtyPages(name);
   }
 
   /** Drops the kernel's cached pages and attributes of a file, and optionally its entry. */

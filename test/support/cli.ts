@@ -26,7 +26,7 @@ export function writeConfig(dir: string, opts: { mnt: string; data: string; extr
 export class MountProcess {
   output = '';
   readonly exited: Promise<number | null>;
-  private constructor(readonly child: ChildProcess) {
+  private constructor(readonly child: ChildProcess, readonly mnt: string) {
     child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
     this.exited = new Promise((r) => child.once('exit', (code) => r(code)));
@@ -35,18 +35,23 @@ export class MountProcess {
   /** Starts `litefs mount -config FILE` and waits until `mnt` is mounted. */
   static async start(config: string, mnt: string, env: NodeJS.ProcessEnv = {}): Promise<MountProcess> {
     const child = spawn(process.execPath, [LITEFS_BIN, 'mount', '-config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    const p = new MountProcess(child);
+    const p = new MountProcess(child, mnt);
     for (let i = 0; i < 200; i++) {
       if (child.exitCode !== null) throw new Error(`litefs mount exited (${child.exitCode}): ${p.output}`);
-      if (mountPoints().get(mnt) === 'fuse.litefs' && /mounted/.test(p.output)) return p;
+      if (mountPoints().get(mnt) === 'fuse.litefs' && /http server listening/.test(p.output)) return p;
       await sleep(50);
     }
     child.kill('SIGKILL');
     throw new Error(`litefs mount did not mount ${mnt}: ${p.output}`);
   }
 
+  /** Stops the process (by its PID); after a clean stop nothing may be left mounted. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-    return this.exited;
+    const code = await this.exited;
+    if (signal !== 'SIGKILL' && mountPoints().has(this.mnt)) {
+      throw new Error(`litefs exited (${code}) but ${this.mnt} is still mounted: ${this.output}`);
+    }
+    return code;
   }
 }

@@ -1,0 +1,267 @@
+// DB: one database. The only code that touches its files: it turns commits
+// seen by the FUSE layer into transaction records (TXID, checksums, pages),
+// appends them to the database's log before the commit returns, and keeps
+// the position that <db>-pos shows.
+import fs from 'node:fs';
+import path from 'node:path';
+import { EventEmitter } from 'node:events';
+import type { FileControl, ErrnoName } from '../fuse/index.js';
+import type { Logger } from '../log.js';
+import { decodePageSize, isSqliteHeader, isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
+import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, type WalChecksum, type WalTransaction } from '../sqlite/wal.js';
+import { formatPosition, PageChecksums } from '../txlog/checksum.js';
+import type { TransactionFile } from '../txlog/txfile.js';
+import { TransactionLog } from './txlog-dir.js';
+import { databaseSize, logicalChecksum, readPages, walPages } from './pages.js';
+
+/** The unit the native layer records dirty writes in (SQLite's smallest page). */
+export const DIRTY_UNIT = 512;
+
+export interface DbContext {
+  dbDir: string; // the FUSE backing directory
+  logRoot: string; // <data.dir>/txlog
+  files: FileControl;
+  log: Logger;
+  compress: boolean;
+  strictVerify: boolean;
+  nodeId: bigint;
+}
+
+export interface Position {
+  txid: number;
+  checksum: bigint;
+}
+
+/** Where the last recorded transaction ends in the current WAL. */
+export interface WalCursor {
+  salt1: number;
+  salt2: number;
+  frameEnd: number; // byte offset just past the last recorded commit frame
+  seed: WalChecksum; // the WAL checksum at frameEnd
+}
+
+export class DB extends EventEmitter {
+  readonly file: string;
+  readonly walFile: string;
+  readonly log: TransactionLog;
+  pageSize = 0;
+  commitSize = 0;
+  txid = 0;
+  lastCommit = new Date(0);
+  private checksums?: PageChecksums;
+  private wal?: WalCursor;
+  private dbSyncedSinceCommit = false;
+  private restoredChecksum = 0n; // the log's, while the files do not yet say more
+
+  constructor(
+    readonly name: string,
+    private readonly ctx: DbContext,
+  ) {
+    super();
+    this.file = path.join(ctx.dbDir, name);
+    this.walFile = this.file + '-wal';
+    this.log = new TransactionLog(path.join(ctx.logRoot, name), ctx.compress);
+  }
+
+  get position(): Position {
+    if (this.txid === 0) return { txid: 0, checksum: 0n };
+    return { txid: this.txid, checksum: this.checksums?.checksum ?? this.restoredChecksum };
+  }
+
+  /** Flags the database's files in the native layer and publishes <db>-pos. */
+  attach(): void {
+    const f = this.ctx.files;
+    f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
+    f.setFile(this.name + '-wal', { events: true, wal: true });
+    f.setFile(this.name + '-journal', { events: true, journal: true });
+    f.setFile(this.name + '-shm', {});
+    this.publishPosition();
+  }
+
+  detach(): void {
+    const f = this.ctx.files;
+    for (const suffix of ['', '-wal', '-journal', '-shm']) f.setFile(this.name + suffix, {});
+    f.setVirtualFile(this.name + '-pos', null);
+    this.log.close();
+  }
+
+  private publishPosition(): void {
+    const p = this.position;
+    this.ctx.files.setVirtualFile(this.name + '-pos', formatPosition(p.txid, p.checksum) + '\n', this.lastCommit);
+  }
+
+  /** Restores state from the log and the files (see recovery.ts). */
+  restore(state: { txid: number; pageSize: number; commitSize: number; checksums?: PageChecksums; lastCommit: Date; checksum: bigint }): void {
+    this.txid = state.txid;
+    this.restoredChecksum = state.checksum;
+    this.pageSize = state.pageSize;
+    this.commitSize = state.commitSize;
+    this.checksums = state.checksums;
+    this.lastCommit = state.lastCommit;
+  }
+
+  setWalCursor(cursor: WalCursor): void {
+    this.wal = cursor;
+  }
+
+  // ---- commit capture -------------------------------------------------
+
+  /** A write completed a WAL commit frame ending at offset+length. */
+  walCommit(offset: number, length: number): void | ErrnoName {
+    const end = offset + length;
+    const fd = fs.openSync(this.walFile, 'r');
+    try {
+      const headerBytes = Buffer.alloc(WAL_HEADER_SIZE);
+      fs.readSync(fd, headerBytes, 0, WAL_HEADER_SIZE, 0);
+      const header = parseWalHeader(headerBytes);
+      if (!this.wal || this.wal.salt1 !== header.salt1 || this.wal.salt2 !== header.salt2) {
+        // A new WAL generation (first use, or restarted after a checkpoint).
+        this.wal = { salt1: header.salt1, salt2: header.salt2, frameEnd: WAL_HEADER_SIZE, seed: header.checksum };
+      }
+      if (end <= this.wal.frameEnd) return; // recorded already (the kernel retried the write)
+      const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
+      const bytes = Buffer.alloc(end - this.wal.frameEnd);
+      fs.readSync(fd, bytes, 0, bytes.length, this.wal.frameEnd);
+      const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
+      const scan = scanWalFrames(header, bytes, firstFrame, this.wal.seed);
+      const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
+      if (scan.committedFrameEnd !== endFrame) {
+        this.ctx.log.error({ db: this.name, stop: scan.stop, frame: scan.validFrameEnd }, 'WAL frames do not verify up to the commit; refusing the commit');
+        return 'EIO';
+      }
+      for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
+      this.wal.frameEnd = end;
+      this.wal.seed = scan.checksum;
+    } finally {
+      fs.closeSync(fd);
+    }
+    return this.afterCommit();
+  }
+
+  recordWalTransaction(tx: WalTransaction, pageSize: number, salt1: number, salt2: number): void {
+    const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
+    const last = tx.frames[tx.frames.length - 1]!;
+    this.record(walPages(tx), tx.commitSize, pageSize, { walSalt1: salt1, walSalt2: salt2, walFrameEnd: WAL_HEADER_SIZE + (last.index + 1) * frameSize });
+  }
+
+  /** A live rollback journal was invalidated: the database file holds a commit, or a rollback. */
+  journalInvalidated(): void | ErrnoName {
+    const units = this.ctx.files.takeDirtyPages(this.name);
+    if (units.length === 0) return; // nothing reached the database file: a rollback
+    const fd = fs.openSync(this.file, 'r');
+    try {
+      const head = Buffer.alloc(100);
+      fs.readSync(fd, head, 0, 100, 0);
+      if (!isSqliteHeader(head)) return; // not (yet) a database
+      const pageSize = decodePageSize(head.readUInt16BE(16));
+      if (!isValidPageSize(pageSize)) return;
+      const commitSize = databaseSize(head, fs.fstatSync(fd).size, pageSize);
+      let pgnos: number[];
+      if (pageSize !== this.pageSize) {
+        pgnos = Array.from({ length: commitSize }, (_, i) => i + 1); // a new page size rewrites every page
+      } else {
+        const set = new Set<number>();
+        for (const unit of units) {
+          const pgno = Math.floor(((unit - 1) * DIRTY_UNIT) / pageSize) + 1;
+          if (pgno <= commitSize) set.add(pgno);
+        }
+        pgnos = [...set].sort((a, b) => a - b);
+      }
+      const pages = readPages(fd, pageSize, pgnos);
+      const before = this.position;
+      if (this.txid > 0 && pageSize === this.pageSize && commitSize === this.commitSize && this.unchangedBy(pages)) {
+        return; // a rolled-back transaction restored what it had written
+      }
+      this.record(pages, commitSize, pageSize, undefined, before);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (this.dbSyncedSinceCommit) this.log.sync(); // SQLite made the database durable: so are we
+    this.dbSyncedSinceCommit = false;
+    return this.afterCommit();
+  }
+
+  private unchangedBy(pages: Map<number, Buffer>): boolean {
+    const probe = this.checksums!.clone();
+    for (const [pgno, data] of pages) probe.set(pgno, data);
+    return probe.checksum === this.checksums!.checksum;
+  }
+
+  /** SQLite fsynced the database file: a commit in rollback mode, a checkpoint in WAL mode. */
+  databaseSynced(): void {
+    this.log.sync(); // a checkpoint may be followed by a WAL reset: the log must not depend on the WAL
+    this.dbSyncedSinceCommit = true;
+    if (this.wal) this.ctx.files.takeDirtyPages(this.name); // checkpoint writes, not commits
+  }
+
+  /** The -wal was truncated or deleted: its frames are gone, so the log must stand alone. */
+  walReset(): void {
+    this.log.sync();
+    this.wal = undefined;
+  }
+
+  private record(
+    pages: Map<number, Buffer>,
+    commitSize: number,
+    pageSize: number,
+    wal?: { walSalt1: number; walSalt2: number; walFrameEnd: number },
+    before: Position = this.position,
+  ): void {
+    if (!this.checksums || pageSize !== this.pageSize) this.checksums = new PageChecksums(pageSize);
+    const lockPage = lockPageNumber(pageSize);
+    const sorted = [...pages.entries()].filter(([pgno]) => pgno <= commitSize && pgno !== lockPage).sort((a, b) => a[0] - b[0]);
+    for (const [pgno, data] of sorted) this.checksums.set(pgno, data);
+    this.checksums.truncate(commitSize);
+    const now = new Date();
+    const tx: TransactionFile = {
+      pageSize,
+      commitSize,
+      minTxid: this.txid + 1,
+      maxTxid: this.txid + 1,
+      timestamp: now.getTime(),
+      preApplyChecksum: before.checksum,
+      postApplyChecksum: this.checksums.checksum,
+      nodeId: this.ctx.nodeId,
+      walSalt1: wal?.walSalt1 ?? 0,
+      walSalt2: wal?.walSalt2 ?? 0,
+      walFrameEnd: wal?.walFrameEnd ?? 0,
+      pages: sorted.map(([pgno, data]) => ({ pgno, data })),
+    };
+    this.log.append(tx);
+    this.txid = tx.maxTxid;
+    this.pageSize = pageSize;
+    this.commitSize = commitSize;
+    this.lastCommit = now;
+    this.emit('commit', tx);
+  }
+
+  /** Records the database's whole current state as one transaction (first sight, or repair). */
+  recordFullState(pages: Map<number, Buffer>, pageSize: number, commitSize: number): void {
+    const before = this.position;
+    this.checksums = new PageChecksums(pageSize);
+    this.record(pages, commitSize, pageSize, undefined, before);
+  }
+
+  private afterCommit(): void | ErrnoName {
+    if (this.ctx.strictVerify) {
+      const problem = this.verify();
+      if (problem) {
+        this.ctx.log.error({ db: this.name, txid: this.txid }, `strict-verify: ${problem}`);
+        return 'EIO';
+      }
+    }
+    // Before the commit returns, so an application reading <db>-pos right after sees it.
+    this.publishPosition();
+    return undefined;
+  }
+
+  /** Recomputes the checksum from the files; returns what disagrees, if anything. */
+  verify(): string | undefined {
+    const actual = logicalChecksum(this.file, this.walFile, this.wal?.frameEnd);
+    const expected = this.position;
+    if (actual.checksum !== expected.checksum) {
+      return `checksum ${actual.checksum.toString(16)} of the files differs from position ${formatPosition(expected.txid, expected.checksum)}`;
+    }
+    return undefined;
+  }
+}

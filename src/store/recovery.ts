@@ -1,0 +1,126 @@
+// Startup recovery of one database, before the mount serves it:
+// 1. a hot rollback journal is rolled back (by SQLite itself);
+// 2. the log is checked file by file and chain link by chain link; a broken
+//    tail is moved aside (kept, never deleted) and reported;
+// 3. the database's logical state (file + WAL up to the last logged commit)
+//    is compared with the log's position; a mismatch (the file was changed
+//    outside litefs, or the log lost its tail) is repaired by recording the
+//    current state as one full transaction, and reported;
+// 4. WAL transactions committed after the last logged one (the log is made
+//    durable lazily, DESIGN.md step 4) are re-derived from the WAL's
+//    checksummed frames.
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { isLiveJournalHeader } from '../sqlite/journal.js';
+import { TxFileError, verifyChain, type TransactionFile } from '../txlog/txfile.js';
+import { formatPosition } from '../txlog/checksum.js';
+import type { DB } from './db.js';
+import type { Logger } from '../log.js';
+import { allPages, applyWalTransaction, databaseFileInfo, fileState, scanWal, type FileState } from './pages.js';
+
+function hasHotJournal(file: string): boolean {
+  try {
+    const fd = fs.openSync(file + '-journal', 'r');
+    try {
+      const head = Buffer.alloc(28);
+      return fs.readSync(fd, head, 0, 28, 0) === 28 && isLiveJournalHeader(head);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** Lets SQLite roll the hot journal back: it does so when it first reads the database. */
+function rollBackHotJournal(db: DB, log: Logger): void {
+  const info = databaseFileInfo(db.file);
+  const walMode = info !== undefined && fs.readFileSync(db.file).readUInt8(18) === 2;
+  if (walMode) return; // SQLite ignores a rollback journal in WAL mode
+  const conn = new Database(db.file);
+  try {
+    conn.prepare('SELECT count(*) FROM sqlite_master').get();
+  } finally {
+    conn.close();
+  }
+  log.warn({ db: db.name }, 'rolled back a hot journal left by a crash');
+}
+
+/** Reads and checks the log; returns its last transaction, after moving any broken tail aside. */
+function checkLog(db: DB, log: Logger): TransactionFile | undefined {
+  const entries = db.log.scan();
+  let last: TransactionFile | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    let tx: TransactionFile;
+    try {
+      tx = db.log.read(entry);
+      if (last) verifyChain(last, tx);
+      else if (tx.minTxid !== 1 && tx.minTxid !== entry.minTxid) throw new TxFileError('file name and contents disagree');
+    } catch (err) {
+      const reason = err instanceof TxFileError ? (err as Error).message : `${entry.file}: ${(err as Error).message}`;
+      const moved = db.log.quarantine(entries.slice(i), reason);
+      log.error({ db: db.name, file: entry.file, movedTo: moved }, `transaction log damaged: ${reason}; the damaged tail was moved aside`);
+      break;
+    }
+    last = tx;
+  }
+  return last;
+}
+
+export function recoverDatabase(db: DB, log: Logger): void {
+  if (hasHotJournal(db.file)) rollBackHotJournal(db, log);
+  const last = checkLog(db, log);
+  let state: FileState | undefined = fileState(db.file);
+  const scan = state ? scanWal(db.walFile, state.pageSize) : undefined;
+  const frameSize = state ? 24 + state.pageSize : 0;
+  const sameWal = scan && last && scan.header.salt1 === last.walSalt1 && scan.header.salt2 === last.walSalt2;
+  const logged = sameWal ? scan.transactions.filter((tx) => walEnd(tx, frameSize) <= last.walFrameEnd) : [];
+  const later = scan ? scan.transactions.slice(logged.length) : [];
+  if (state) for (const tx of logged) applyWalTransaction(state, tx);
+
+  db.restore({
+    txid: last?.maxTxid ?? 0,
+    pageSize: last?.pageSize ?? state?.pageSize ?? 0,
+    commitSize: last?.commitSize ?? 0,
+    checksums: last && state && last.pageSize === state.pageSize ? state.checksums : undefined,
+    lastCommit: new Date(last?.timestamp ?? 0),
+    checksum: last?.postApplyChecksum ?? 0n,
+  });
+
+  if (state) {
+    const expected = last ? last.postApplyChecksum : undefined;
+    if (expected !== state.checksums.checksum || last?.commitSize !== state.commitSize) {
+      const full = allPages(db.file, db.walFile, logged.length ? walEnd(logged[logged.length - 1]!, frameSize) : 32);
+      if (full) {
+        db.recordFullState(full.pages, full.pageSize, full.commitSize);
+        if (last) {
+          log.warn(
+            { db: db.name, log: formatPosition(last.maxTxid, last.postApplyChecksum), recorded: formatPosition(db.txid, db.position.checksum) },
+            'database does not match its transaction log (a commit whose record was cut short by a crash, or a change made outside litefs); recorded its current state as a full transaction',
+          );
+        } else {
+          log.info({ db: db.name, txid: db.txid, pages: full.commitSize }, 'recorded an existing database as its first transaction');
+        }
+      }
+    }
+  } else if (last) {
+    log.warn({ db: db.name, txid: last.maxTxid }, 'database file is missing or empty but has a transaction log');
+  }
+
+  for (const tx of later) db.recordWalTransaction(tx, scan!.header.pageSize, scan!.header.salt1, scan!.header.salt2);
+  if (later.length) log.info({ db: db.name, count: later.length, txid: db.txid }, 're-derived transactions from the WAL');
+  db.log.sync();
+  if (scan) {
+    db.setWalCursor({
+      salt1: scan.header.salt1,
+      salt2: scan.header.salt2,
+      frameEnd: 32 + scan.committedFrameEnd * frameSize,
+      seed: scan.checksum,
+    });
+  }
+}
+
+function walEnd(tx: { frames: { index: number }[] }, frameSize: number): number {
+  return 32 + (tx.frames[tx.frames.length - 1]!.index + 1) * frameSize;
+}

@@ -1,0 +1,110 @@
+// Store: the set of databases in the mount, and the routing of FUSE events
+// to the DB that owns the file. Decides which names are databases.
+import fs from 'node:fs';
+import path from 'node:path';
+import { EventEmitter } from 'node:events';
+import type { ErrnoName, FileControl, FuseEvent } from '../fuse/index.js';
+import type { Logger } from '../log.js';
+import { DB, type DbContext } from './db.js';
+import { classifyName } from './family.js';
+import { recoverDatabase } from './recovery.js';
+
+export interface StoreOptions {
+  dataDir: string;
+  files: FileControl;
+  log: Logger;
+  compress: boolean;
+  strictVerify: boolean;
+  retention: number;
+  retentionMonitorInterval: number;
+  nodeId: bigint;
+}
+
+export class Store extends EventEmitter {
+  readonly dbs = new Map<string, DB>();
+  readonly dbDir: string;
+  readonly dataDir: string;
+  private readonly ctx: DbContext;
+  private retentionTimer?: NodeJS.Timeout;
+
+  constructor(private readonly opts: StoreOptions) {
+    super();
+    this.dataDir = opts.dataDir;
+    this.dbDir = path.join(opts.dataDir, 'dbs');
+    const logRoot = path.join(opts.dataDir, 'txlog');
+    fs.mkdirSync(this.dbDir, { recursive: true });
+    fs.mkdirSync(logRoot, { recursive: true });
+    this.ctx = { dbDir: this.dbDir, logRoot, files: opts.files, log: opts.log, compress: opts.compress, strictVerify: opts.strictVerify, nodeId: opts.nodeId };
+  }
+
+  /** Recovers every database found in the data directory and flags its files. Before the mount serves. */
+  open(): void {
+    for (const name of fs.readdirSync(this.dbDir).sort()) {
+      const kind = classifyName(name);
+      if (kind.kind !== 'database' || !fs.statSync(path.join(this.dbDir, name)).isFile()) continue;
+      this.addDatabase(name, true);
+    }
+    this.retentionTimer = setInterval(() => this.enforceRetention(), this.opts.retentionMonitorInterval);
+    this.retentionTimer.unref();
+  }
+
+  close(): void {
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    for (const db of this.dbs.values()) {
+      db.log.sync();
+      db.log.close();
+    }
+  }
+
+  private addDatabase(name: string, recover: boolean): DB {
+    const db = new DB(name, this.ctx);
+    if (recover) recoverDatabase(db, this.opts.log);
+    db.attach();
+    db.on('commit', (tx) => this.emit('commit', db, tx));
+    this.dbs.set(name, db);
+    this.opts.log.info({ db: name, position: `${db.position.txid}` }, recover ? 'database opened' : 'database created');
+    return db;
+  }
+
+  private dropDatabase(db: DB): void {
+    db.detach();
+    this.dbs.delete(db.name);
+    fs.rmSync(db.log.dir, { recursive: true, force: true });
+    this.opts.log.info({ db: db.name }, 'database deleted');
+    this.emit('drop', db);
+  }
+
+  enforceRetention(): void {
+    const before = Date.now() - this.opts.retention;
+    for (const db of this.dbs.values()) db.log.enforceRetention(before);
+  }
+
+  /** The FUSE event handler: the commit path runs through here. */
+  handle = (ev: FuseEvent): void | ErrnoName => {
+    const kind = classifyName(ev.name);
+    switch (ev.type) {
+      case 'walCommit':
+        return kind.kind === 'companion' ? this.dbs.get(kind.db)?.walCommit(ev.offset, ev.length) : undefined;
+      case 'journalInvalidated':
+        return kind.kind === 'companion' ? this.dbs.get(kind.db)?.journalInvalidated() : undefined;
+      case 'fsync':
+        if (kind.kind === 'database') this.dbs.get(kind.db)?.databaseSynced();
+        return undefined;
+      case 'create':
+        if (kind.kind === 'reserved' || kind.kind === 'position') return 'EACCES';
+        if (kind.kind === 'database' && !this.dbs.has(kind.db)) this.addDatabase(kind.db, false);
+        return undefined;
+      case 'truncate':
+      case 'unlink':
+        if (kind.kind === 'companion' && kind.companion === '-wal') this.dbs.get(kind.db)?.walReset();
+        if (ev.type === 'unlink' && kind.kind === 'database') {
+          const db = this.dbs.get(kind.db);
+          if (db) this.dropDatabase(db);
+        }
+        return undefined;
+      case 'rename':
+        this.opts.log.warn({ from: ev.name, to: ev.newName }, 'a file was renamed in the mount; databases cannot be renamed');
+        return undefined;
+    }
+  };
+}
