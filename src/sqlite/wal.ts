@@ -81,20 +81,29 @@ export function walChecksum(data: Buffer, bigEndian: boolean, seed: WalChecksum 
   if (data.length % 8 !== 0) throw new RangeError(`WAL checksum input must be a multiple of 8 bytes, got ${data.length}`);
   let s0 = seed[0];
   let s1 = seed[1];
-  // Two loops instead of a per-word branch: this runs over every committed page.
-  if (bigEndian) {
+  // This runs over every committed page: read words through a typed-array
+  // view where the byte order and alignment allow, byte by byte otherwise.
+  if (bigEndian === HOST_BIG_ENDIAN && data.byteOffset % 4 === 0) {
+    const words = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
+    for (let i = 0; i < words.length; i += 2) {
+      s0 = (s0 + words[i]! + s1) >>> 0;
+      s1 = (s1 + words[i + 1]! + s0) >>> 0;
+    }
+  } else if (bigEndian) {
     for (let i = 0; i < data.length; i += 8) {
-      s0 = (s0 + data.readUInt32BE(i) + s1) >>> 0;
-      s1 = (s1 + data.readUInt32BE(i + 4) + s0) >>> 0;
+      s0 = (s0 + ((data[i]! << 24) | (data[i + 1]! << 16) | (data[i + 2]! << 8) | data[i + 3]!) + s1) >>> 0;
+      s1 = (s1 + ((data[i + 4]! << 24) | (data[i + 5]! << 16) | (data[i + 6]! << 8) | data[i + 7]!) + s0) >>> 0;
     }
   } else {
     for (let i = 0; i < data.length; i += 8) {
-      s0 = (s0 + data.readUInt32LE(i) + s1) >>> 0;
-      s1 = (s1 + data.readUInt32LE(i + 4) + s0) >>> 0;
+      s0 = (s0 + (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24)) + s1) >>> 0;
+      s1 = (s1 + (data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24)) + s0) >>> 0;
     }
   }
   return [s0, s1];
 }
+
+const HOST_BIG_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 0;
 
 /** Byte offset of frame `frameIndex` (0-based; frame 0 starts right after the 32-byte header). */
 export function walFrameOffset(frameIndex: number, pageSize: number): number {

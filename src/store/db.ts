@@ -25,6 +25,8 @@ export interface DbContext {
   compress: boolean;
   strictVerify: boolean;
   nodeId: bigint;
+  /** Age after which the log starts a new segment (ms). */
+  segmentMaxAge: number;
 }
 
 export interface Position {
@@ -51,6 +53,7 @@ export class DB extends EventEmitter {
   private checksums?: PageChecksums;
   private wal?: WalCursor;
   private dbSyncedSinceCommit = false;
+  private walFd?: number;
   private restoredChecksum = 0n; // the log's, while the files do not yet say more
 
   constructor(
@@ -60,7 +63,7 @@ export class DB extends EventEmitter {
     super();
     this.file = path.join(ctx.dbDir, name);
     this.walFile = this.file + '-wal';
-    this.log = new TransactionLog(path.join(ctx.logRoot, name), ctx.compress);
+    this.log = new TransactionLog(path.join(ctx.logRoot, name), ctx.compress, ctx.segmentMaxAge);
   }
 
   get position(): Position {
@@ -82,7 +85,15 @@ export class DB extends EventEmitter {
     const f = this.ctx.files;
     for (const suffix of ['', '-wal', '-journal', '-shm']) f.setFile(this.name + suffix, {});
     f.setVirtualFile(this.name + '-pos', null);
+    this.closeWal();
     this.log.close();
+  }
+
+  /** Makes the log durable and releases open files (on a clean stop). */
+  close(): void {
+    this.log.sync();
+    this.log.close();
+    this.closeWal();
   }
 
   private publishPosition(): void {
@@ -109,32 +120,30 @@ export class DB extends EventEmitter {
   /** A write completed a WAL commit frame ending at offset+length. */
   walCommit(offset: number, length: number): void | ErrnoName {
     const end = offset + length;
-    const fd = fs.openSync(this.walFile, 'r');
-    try {
-      const headerBytes = Buffer.alloc(WAL_HEADER_SIZE);
-      fs.readSync(fd, headerBytes, 0, WAL_HEADER_SIZE, 0);
-      const header = parseWalHeader(headerBytes);
-      if (!this.wal || this.wal.salt1 !== header.salt1 || this.wal.salt2 !== header.salt2) {
-        // A new WAL generation (first use, or restarted after a checkpoint).
-        this.wal = { salt1: header.salt1, salt2: header.salt2, frameEnd: WAL_HEADER_SIZE, seed: header.checksum };
-      }
-      if (end <= this.wal.frameEnd) return; // recorded already (the kernel retried the write)
-      const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
-      const bytes = Buffer.alloc(end - this.wal.frameEnd);
-      fs.readSync(fd, bytes, 0, bytes.length, this.wal.frameEnd);
-      const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
-      const scan = scanWalFrames(header, bytes, firstFrame, this.wal.seed);
-      const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
-      if (scan.committedFrameEnd !== endFrame) {
-        this.ctx.log.error({ db: this.name, stop: scan.stop, frame: scan.validFrameEnd }, 'WAL frames do not verify up to the commit; refusing the commit');
-        return 'EIO';
-      }
-      for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
-      this.wal.frameEnd = end;
-      this.wal.seed = scan.checksum;
-    } finally {
-      fs.closeSync(fd);
+    // The -wal stays open between commits; walReset() closes it.
+    this.walFd ??= fs.openSync(this.walFile, 'r');
+    const fd = this.walFd;
+    const headerBytes = Buffer.allocUnsafe(WAL_HEADER_SIZE);
+    fs.readSync(fd, headerBytes, 0, WAL_HEADER_SIZE, 0);
+    const header = parseWalHeader(headerBytes);
+    if (!this.wal || this.wal.salt1 !== header.salt1 || this.wal.salt2 !== header.salt2) {
+      // A new WAL generation (first use, or restarted after a checkpoint).
+      this.wal = { salt1: header.salt1, salt2: header.salt2, frameEnd: WAL_HEADER_SIZE, seed: header.checksum };
     }
+    if (end <= this.wal.frameEnd) return; // recorded already (the kernel retried the write)
+    const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
+    const bytes = Buffer.allocUnsafe(end - this.wal.frameEnd);
+    const n = fs.readSync(fd, bytes, 0, bytes.length, this.wal.frameEnd);
+    const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
+    const scan = scanWalFrames(header, bytes.subarray(0, n), firstFrame, this.wal.seed);
+    const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
+    if (scan.committedFrameEnd !== endFrame) {
+      this.ctx.log.error({ db: this.name, stop: scan.stop, frame: scan.validFrameEnd }, 'WAL frames do not verify up to the commit; refusing the commit');
+      return 'EIO';
+    }
+    for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
+    this.wal.frameEnd = end;
+    this.wal.seed = scan.checksum;
     return this.afterCommit();
   }
 
@@ -198,6 +207,12 @@ export class DB extends EventEmitter {
   walReset(): void {
     this.log.sync();
     this.wal = undefined;
+    this.closeWal();
+  }
+
+  private closeWal(): void {
+    if (this.walFd !== undefined) fs.closeSync(this.walFd);
+    this.walFd = undefined;
   }
 
   private record(

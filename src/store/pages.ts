@@ -26,11 +26,10 @@ export function readPages(fd: number, pageSize: number, pgnos: number[]): Map<nu
   return pages;
 }
 
-/** A WAL transaction's pages: the last frame of each page wins (copied out of the scan buffer). */
+/** A WAL transaction's pages: the last frame of each page wins (views into the scanned buffer). */
 export function walPages(tx: WalTransaction): Map<number, Buffer> {
   const pages = new Map<number, Buffer>();
   for (const frame of tx.frames) pages.set(frame.pgno, frame.data);
-  for (const [pgno, data] of pages) pages.set(pgno, Buffer.from(data));
   return pages;
 }
 

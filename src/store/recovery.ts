@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { isLiveJournalHeader } from '../sqlite/journal.js';
-import { TxFileError, verifyChain, type TransactionFile } from '../txlog/txfile.js';
+import { verifyChain, type TransactionFile } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import type { DB } from './db.js';
 import type { Logger } from '../log.js';
@@ -46,24 +46,19 @@ function rollBackHotJournal(db: DB, log: Logger): void {
   log.warn({ db: db.name }, 'rolled back a hot journal left by a crash');
 }
 
-/** Reads and checks the log; returns its last transaction, after moving any broken tail aside. */
+/** Reads and checks the log; returns its last transaction, after moving any damaged tail aside. */
 function checkLog(db: DB, log: Logger): TransactionFile | undefined {
-  const entries = db.log.scan();
   let last: TransactionFile | undefined;
-  for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i]!;
-    let tx: TransactionFile;
-    try {
-      tx = db.log.read(entry);
-      if (last) verifyChain(last, tx);
-      else if (tx.minTxid !== 1 && tx.minTxid !== entry.minTxid) throw new TxFileError('file name and contents disagree');
-    } catch (err) {
-      const reason = err instanceof TxFileError ? (err as Error).message : `${entry.file}: ${(err as Error).message}`;
-      const moved = db.log.quarantine(entries.slice(i), reason);
-      log.error({ db: db.name, file: entry.file, movedTo: moved }, `transaction log damaged: ${reason}; the damaged tail was moved aside`);
-      break;
-    }
+  const { damaged } = db.log.scan((tx) => {
+    if (last) verifyChain(last, tx);
     last = tx;
+  });
+  if (damaged) {
+    const moved = db.log.quarantine(damaged.entry, damaged.reason);
+    log.error({ db: db.name, movedTo: moved }, `transaction log damaged: ${damaged.reason}; the damaged tail was moved aside`);
+    // `last` may be the record that failed its chain check: take the log's.
+    const entry = db.log.last;
+    last = entry ? db.log.read(entry) : undefined;
   }
   return last;
 }

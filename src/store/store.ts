@@ -34,7 +34,7 @@ export class Store extends EventEmitter {
     const logRoot = path.join(opts.dataDir, 'txlog');
     fs.mkdirSync(this.dbDir, { recursive: true });
     fs.mkdirSync(logRoot, { recursive: true });
-    this.ctx = { dbDir: this.dbDir, logRoot, files: opts.files, log: opts.log, compress: opts.compress, strictVerify: opts.strictVerify, nodeId: opts.nodeId };
+    this.ctx = { dbDir: this.dbDir, logRoot, files: opts.files, log: opts.log, compress: opts.compress, strictVerify: opts.strictVerify, nodeId: opts.nodeId, segmentMaxAge: opts.retentionMonitorInterval };
   }
 
   /** Recovers every database found in the data directory and flags its files. Before the mount serves. */
@@ -50,10 +50,7 @@ export class Store extends EventEmitter {
 
   close(): void {
     if (this.retentionTimer) clearInterval(this.retentionTimer);
-    for (const db of this.dbs.values()) {
-      db.log.sync();
-      db.log.close();
-    }
+    for (const db of this.dbs.values()) db.close();
   }
 
   private addDatabase(name: string, recover: boolean): DB {
@@ -93,6 +90,7 @@ export class Store extends EventEmitter {
       case 'create':
         if (kind.kind === 'reserved' || kind.kind === 'position') return 'EACCES';
         if (kind.kind === 'database' && !this.dbs.has(kind.db)) this.addDatabase(kind.db, false);
+        if (kind.kind === 'companion' && kind.companion === '-wal') this.dbs.get(kind.db)?.walReset(); // a new WAL file
         return undefined;
       case 'truncate':
       case 'unlink':

@@ -1,141 +1,228 @@
-// One database's transaction log on disk: a directory of transaction files
-// named by TXID range. Appends are written at once and made durable when
-// SQLite makes its own files durable (sync()), as DESIGN.md step 4 says.
+// One database's transaction log on disk: append-only segment files, each a
+// run of transaction files (docs/format.md) back to back, named by the
+// first TXID they hold. A commit appends one record with one write; the
+// segment is made durable when SQLite makes its own files durable (sync()),
+// as DESIGN.md step 4 says. Creating a file per transaction was measured
+// here at ~0.4 ms a commit, more than the whole FUSE round trip.
 import fs from 'node:fs';
 import path from 'node:path';
-import {
-  decodeTransaction,
-  decodeTransactionHeader,
-  encodeTransaction,
-  parseTransactionFileName,
-  transactionFileName,
-  TxFileError,
-  type TransactionFile,
-  type TransactionHeader,
-} from '../txlog/txfile.js';
+import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile, type TransactionHeader } from '../txlog/txfile.js';
 
+/** Where one transaction file sits in the log. */
 export interface LogEntry {
-  file: string;
+  segment: string;
+  offset: number;
+  length: number;
   minTxid: number;
   maxTxid: number;
+  timestamp: number;
+}
+
+const SEGMENT_SUFFIX = '.seg';
+const SEGMENT_LIMIT = 64 * 1024 * 1024;
+
+export function segmentName(firstTxid: number): string {
+  return firstTxid.toString(16).padStart(16, '0') + SEGMENT_SUFFIX;
+}
+
+function isSegmentName(name: string): boolean {
+  return /^[0-9a-f]{16}\.seg$/.test(name);
 }
 
 export class TransactionLog {
-  private unsynced: number[] = []; // fds of files written since the last sync
   private entries: LogEntry[] = [];
+  private fd?: number; // the segment being appended to
+  private segment?: string;
+  private size = 0;
+  private openedAt = 0;
+  private unsynced = new Set<number>();
+  private newSegments = false;
 
   constructor(
     readonly dir: string,
     private readonly compress: boolean,
+    /** A new segment starts after this long, so retention can drop whole old ones. */
+    private readonly segmentMaxAge = 60_000,
+    private readonly segmentLimit = SEGMENT_LIMIT,
   ) {
     fs.mkdirSync(dir, { recursive: true });
-  }
-
-  /** Re-reads the directory: the files, in TXID order. */
-  scan(): LogEntry[] {
-    const entries: LogEntry[] = [];
-    for (const name of fs.readdirSync(this.dir)) {
-      const range = parseTransactionFileName(name);
-      if (range) entries.push({ file: path.join(this.dir, name), ...range });
-    }
-    entries.sort((a, b) => a.minTxid - b.minTxid || a.maxTxid - b.maxTxid);
-    this.entries = entries;
-    return entries;
   }
 
   get list(): readonly LogEntry[] {
     return this.entries;
   }
 
-  read(entry: LogEntry): TransactionFile {
-    return decodeTransaction(fs.readFileSync(entry.file), entry.file);
+  get last(): LogEntry | undefined {
+    return this.entries[this.entries.length - 1];
   }
 
-  readHeader(entry: LogEntry): TransactionHeader {
-    const fd = fs.openSync(entry.file, 'r');
+  segments(): string[] {
+    return fs
+      .readdirSync(this.dir)
+      .filter(isSegmentName)
+      .sort()
+      .map((n) => path.join(this.dir, n));
+  }
+
+  /**
+   * Reads every record of every segment in order, handing each to `check`
+   * (which throws to reject it). Stops at the first bad record and returns
+   * it with the reason; everything before it is the log.
+   */
+  scan(check: (tx: TransactionFile) => void): { damaged?: { entry: Pick<LogEntry, 'segment' | 'offset'>; reason: string } } {
+    this.closeSegment();
+    this.entries = [];
+    for (const segment of this.segments()) {
+      const bytes = fs.readFileSync(segment);
+      let offset = 0;
+      while (offset < bytes.length) {
+        try {
+          if (bytes.length - offset < TX_HEADER_SIZE) throw new TxFileError(`truncated: ${bytes.length - offset} of ${TX_HEADER_SIZE} header bytes`);
+          const header = decodeTransactionHeader(bytes.subarray(offset, offset + TX_HEADER_SIZE), `${path.basename(segment)}@${offset}`);
+          if (offset + header.fileSize > bytes.length) throw new TxFileError(`truncated: ${bytes.length - offset} of ${header.fileSize} bytes`);
+          const tx = decodeTransaction(bytes.subarray(offset, offset + header.fileSize), `${path.basename(segment)}@${offset}`);
+          check(tx);
+          this.entries.push({ segment, offset, length: header.fileSize, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp });
+          offset += header.fileSize;
+        } catch (err) {
+          const message = (err as Error).message;
+          const reason = message.startsWith('transaction file') ? message : `transaction file ${path.basename(segment)}@${offset}: ${message}`;
+          return { damaged: { entry: { segment, offset }, reason } };
+        }
+      }
+    }
+    return {};
+  }
+
+  read(entry: LogEntry): TransactionFile {
+    const fd = fs.openSync(entry.segment, 'r');
     try {
-      const head = Buffer.alloc(512);
-      const n = fs.readSync(fd, head, 0, head.length, 0);
-      return decodeTransactionHeader(head.subarray(0, n), entry.file);
+      const buf = Buffer.alloc(entry.length);
+      fs.readSync(fd, buf, 0, entry.length, entry.offset);
+      return decodeTransaction(buf, `${path.basename(entry.segment)}@${entry.offset}`);
     } finally {
       fs.closeSync(fd);
     }
   }
 
-  /** Writes one transaction file (not yet durable: see sync()). */
+  readHeader(entry: LogEntry): TransactionHeader {
+    const fd = fs.openSync(entry.segment, 'r');
+    try {
+      const buf = Buffer.alloc(TX_HEADER_SIZE);
+      fs.readSync(fd, buf, 0, TX_HEADER_SIZE, entry.offset);
+      return decodeTransactionHeader(buf, `${path.basename(entry.segment)}@${entry.offset}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Appends one transaction file with one write (durable at the next sync()). */
   append(tx: TransactionFile): LogEntry {
-    const last = this.entries[this.entries.length - 1];
+    const last = this.last;
     if (last && tx.minTxid !== last.maxTxid + 1) {
       throw new TxFileError(`transaction ${tx.minTxid} does not follow ${last.maxTxid} in ${this.dir}`);
     }
-    const file = path.join(this.dir, transactionFileName(tx.minTxid, tx.maxTxid));
-    const fd = fs.openSync(file, 'w');
+    const bytes = encodeTransaction(tx, { compress: this.compress });
+    if (this.fd === undefined || this.size >= this.segmentLimit || Date.now() - this.openedAt > this.segmentMaxAge) this.openSegment(tx.minTxid);
+    const offset = this.size;
     try {
-      fs.writeSync(fd, encodeTransaction(tx, { compress: this.compress }));
+      fs.writeSync(this.fd!, bytes, 0, bytes.length, offset);
     } catch (err) {
-      fs.closeSync(fd);
-      fs.rmSync(file, { force: true });
+      fs.ftruncateSync(this.fd!, offset); // never leave half a record
       throw err;
     }
-    this.unsynced.push(fd);
-    const entry = { file, minTxid: tx.minTxid, maxTxid: tx.maxTxid };
+    this.size += bytes.length;
+    this.unsynced.add(this.fd!);
+    const entry = { segment: this.segment!, offset, length: bytes.length, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp };
     this.entries.push(entry);
     return entry;
   }
 
-  get hasUnsynced(): boolean {
-    return this.unsynced.length > 0;
+  private openSegment(firstTxid: number): void {
+    const last = this.last;
+    // Continue the newest segment after a restart while it has room.
+    if (this.fd === undefined && last && fs.existsSync(last.segment)) {
+      const size = fs.statSync(last.segment).size;
+      if (size < this.segmentLimit && size === last.offset + last.length) {
+        this.fd = fs.openSync(last.segment, 'r+');
+        this.segment = last.segment;
+        this.size = size;
+        this.openedAt = Date.now();
+        return;
+      }
+    }
+    if (this.fd !== undefined && this.unsynced.has(this.fd)) fs.fdatasyncSync(this.fd);
+    this.closeSegment();
+    this.segment = path.join(this.dir, segmentName(firstTxid));
+    this.fd = fs.openSync(this.segment, 'w');
+    this.size = 0;
+    this.openedAt = Date.now();
+    this.newSegments = true;
   }
 
-  /** Makes every appended file, and the directory entries, durable. */
+  private closeSegment(): void {
+    if (this.fd !== undefined) {
+      this.unsynced.delete(this.fd);
+      fs.closeSync(this.fd);
+    }
+    this.fd = undefined;
+    this.segment = undefined;
+  }
+
+  get hasUnsynced(): boolean {
+    return this.unsynced.size > 0;
+  }
+
+  /** Makes every appended record, and new segments' directory entries, durable. */
   sync(): void {
-    if (this.unsynced.length === 0) return;
-    const fds = this.unsynced;
-    this.unsynced = [];
-    try {
-      for (const fd of fds) fs.fdatasyncSync(fd);
+    for (const fd of this.unsynced) fs.fdatasyncSync(fd);
+    this.unsynced.clear();
+    if (this.newSegments) {
       const dir = fs.openSync(this.dir, 'r');
       try {
         fs.fsyncSync(dir);
       } finally {
         fs.closeSync(dir);
       }
-    } finally {
-      for (const fd of fds) fs.closeSync(fd);
+      this.newSegments = false;
     }
   }
 
-  /** Closes without syncing (the files stay; a crash-equivalent stop). */
   close(): void {
-    for (const fd of this.unsynced) fs.closeSync(fd);
-    this.unsynced = [];
+    this.closeSegment();
   }
 
-  /** Moves files out of the log (corrupt or unchained), keeping them for inspection. */
-  quarantine(entries: LogEntry[], reason: string): string {
+  /**
+   * Moves the log from a damaged record on out of the way (kept, never
+   * deleted): the bytes from that record to the end of its segment, and all
+   * later segments. Returns where they went.
+   */
+  quarantine(from: { segment: string; offset: number }, reason: string): string {
+    this.closeSegment();
     const dest = path.join(this.dir, `quarantine-${Date.now()}`);
     fs.mkdirSync(dest, { recursive: true });
     fs.writeFileSync(path.join(dest, 'REASON'), reason + '\n');
-    for (const e of entries) fs.renameSync(e.file, path.join(dest, path.basename(e.file)));
-    const moved = new Set(entries.map((e) => e.file));
-    this.entries = this.entries.filter((e) => !moved.has(e.file));
+    const tail = fs.readFileSync(from.segment).subarray(from.offset);
+    fs.writeFileSync(path.join(dest, `${path.basename(from.segment)}.from-${from.offset}`), tail);
+    if (from.offset === 0) fs.rmSync(from.segment);
+    else fs.truncateSync(from.segment, from.offset);
+    for (const segment of this.segments()) {
+      if (segment > from.segment) fs.renameSync(segment, path.join(dest, path.basename(segment)));
+    }
+    this.entries = this.entries.filter((e) => e.segment < from.segment || (e.segment === from.segment && e.offset < from.offset));
     return dest;
   }
 
-  /** Deletes files whose transactions are older than `before` (ms), keeping the newest. */
+  /** Deletes whole segments older than `before` (ms), never the newest one. */
   enforceRetention(before: number): number {
     let removed = 0;
-    while (this.entries.length > 1) {
-      const first = this.entries[0]!;
-      let timestamp: number;
-      try {
-        timestamp = this.readHeader(first).timestamp;
-      } catch {
-        break;
-      }
-      if (timestamp >= before) break;
-      fs.rmSync(first.file, { force: true });
-      this.entries.shift();
+    const bySegment = new Map<string, number>();
+    for (const e of this.entries) bySegment.set(e.segment, Math.max(bySegment.get(e.segment) ?? 0, e.timestamp));
+    const segments = [...bySegment.keys()];
+    for (const segment of segments.slice(0, -1)) {
+      if (bySegment.get(segment)! >= before) break;
+      fs.rmSync(segment, { force: true });
+      this.entries = this.entries.filter((e) => e.segment !== segment);
       removed++;
     }
     return removed;

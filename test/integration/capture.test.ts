@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HeldConnection, JOURNAL_MODES, sqlite3, tempDirs } from '../support/clients.js';
 import { MountProcess, writeConfig } from '../support/cli.js';
-import { logFiles, logicalBytes, replay, sha256 } from '../support/txlog.js';
+import { logicalBytes, logRecords, replay, sha256 } from '../support/txlog.js';
 import { parsePosition } from '../../src/txlog/checksum.js';
 
 describe('transaction capture', () => {
@@ -33,7 +33,7 @@ describe('transaction capture', () => {
       const held = await HeldConnection.open(file); // keeps the WAL (if any) between statements
       try {
         await held.query(`PRAGMA journal_mode=${mode}`);
-        const start = logFiles(dirs.data, db).length;
+        const start = logRecords(dirs.data, db).length;
         assert.equal(position(db).txid, start);
         const snapshots: { txid: number; sha: string }[] = [];
         let committed = 0;
@@ -60,10 +60,10 @@ describe('transaction capture', () => {
         committed++;
         snapshots.push({ txid: position(db).txid, sha: sha256(logicalBytes(`${dbDir}/${db}`)) });
 
-        const files = logFiles(dirs.data, db);
-        assert.equal(files.length - start, committed, 'one transaction file per commit');
-        files.forEach((f, i) => assert.match(path.basename(f), new RegExp(`^${(i + 1).toString(16).padStart(16, '0')}-`)));
-        assert.equal(position(db).txid, files.length);
+        const records = logRecords(dirs.data, db);
+        assert.equal(records.length - start, committed, 'one transaction file per commit');
+        records.forEach((tx, i) => assert.deepEqual([tx.minTxid, tx.maxTxid], [i + 1, i + 1], 'TXIDs contiguous, in order'));
+        assert.equal(position(db).txid, records.length);
         for (const s of snapshots) {
           const r = replay(dirs.data, db, s.txid);
           assert.equal(r.txid, s.txid);

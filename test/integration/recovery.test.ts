@@ -9,9 +9,8 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { JOURNAL_MODES, sleep, sqlite3, tempDirs } from '../support/clients.js';
 import { MountProcess, writeConfig } from '../support/cli.js';
-import { logFiles, logicalBytes, replay, sha256 } from '../support/txlog.js';
+import { logEntries, logicalBytes, logRecords, replay, sha256 } from '../support/txlog.js';
 import { formatPosition } from '../../src/txlog/checksum.js';
-import { decodeTransaction } from '../../src/txlog/txfile.js';
 
 const WRITER = `
 import sqlite3, sys
@@ -26,8 +25,8 @@ while True:
 `;
 
 function lastLogPosition(dataDir: string, db: string): string {
-  const files = logFiles(dataDir, db);
-  const tx = decodeTransaction(fs.readFileSync(files[files.length - 1]!));
+  const records = logRecords(dataDir, db);
+  const tx = records[records.length - 1]!;
   return formatPosition(tx.maxTxid, tx.postApplyChecksum);
 }
 
@@ -90,14 +89,13 @@ describe('bad input in the data directory', () => {
       let node = await start();
       await makeDb(node, `${dirs.mnt}/c.db`, 10);
       assert.equal(await node.stop(), 0);
-      const files = logFiles(dirs.data, 'c.db');
-      const victim = files[5]!;
-      const bytes = fs.readFileSync(victim);
-      bytes[bytes.length - 30] ^= 0xff;
-      fs.writeFileSync(victim, bytes);
+      const victim = logEntries(dirs.data, 'c.db')[5]!;
+      const bytes = fs.readFileSync(victim.segment);
+      bytes[victim.offset + victim.length - 30] ^= 0xff;
+      fs.writeFileSync(victim.segment, bytes);
       node = await start();
       try {
-        assert.match(node.output, /transaction log damaged.*0{10}/);
+        assert.match(node.output, /transaction log damaged: transaction file \S+: .*checksum/);
         const quarantined = fs.readdirSync(path.join(dirs.data, 'txlog', 'c.db')).filter((n) => n.startsWith('quarantine-'));
         assert.equal(quarantined.length, 1, 'the damaged tail is kept aside');
         const r = await sqlite3(`${dirs.mnt}/c.db`, 'PRAGMA integrity_check; SELECT count(*) FROM t; INSERT INTO t VALUES (11, 1);');
@@ -117,9 +115,9 @@ describe('bad input in the data directory', () => {
       let node = await start();
       await makeDb(node, `${dirs.mnt}/t.db`, 5);
       await node.stop();
-      const files = logFiles(dirs.data, 't.db');
-      const last = files[files.length - 1]!;
-      fs.truncateSync(last, Math.floor(fs.statSync(last).size / 2));
+      const entries = logEntries(dirs.data, 't.db');
+      const last = entries[entries.length - 1]!;
+      fs.truncateSync(last.segment, last.offset + Math.floor(last.length / 2));
       node = await start();
       try {
         assert.match(node.output, /transaction log damaged.*truncated/);
@@ -139,7 +137,7 @@ describe('bad input in the data directory', () => {
       await node.stop();
       const other = path.join(dirs.root, 'other.db');
       assert.equal((await sqlite3(other, 'CREATE TABLE u(x); INSERT INTO u VALUES (42);')).code, 0);
-      const before = fs.readdirSync(path.join(dirs.data, 'txlog', 'r.db')).length;
+      const before = logRecords(dirs.data, 'r.db').length;
       fs.copyFileSync(other, path.join(dirs.data, 'dbs', 'r.db'));
       fs.rmSync(path.join(dirs.data, 'dbs', 'r.db-wal'), { force: true });
       node = await start();
@@ -147,7 +145,7 @@ describe('bad input in the data directory', () => {
         assert.match(node.output, /does not match its transaction log/);
         const r = await sqlite3(`${dirs.mnt}/r.db`, 'PRAGMA integrity_check; SELECT x FROM u;');
         assert.equal(r.stdout, 'ok\n42\n');
-        assert.equal(fs.readdirSync(path.join(dirs.data, 'txlog', 'r.db')).length, before + 1);
+        assert.equal(logRecords(dirs.data, 'r.db').length, before + 1);
         assert.equal(fs.readFileSync(`${dirs.mnt}/r.db-pos`, 'utf8').trim(), lastLogPosition(dirs.data, 'r.db'));
       } finally {
         await node.stop();
@@ -158,11 +156,9 @@ describe('bad input in the data directory', () => {
 
 /** Replays from the newest full record (one whose pages cover the whole database). */
 function replayFromFull(dataDir: string, db: string): Buffer {
-  const files = logFiles(dataDir, db);
   let bytes = Buffer.alloc(0);
   let started = false;
-  for (const f of files) {
-    const tx = decodeTransaction(fs.readFileSync(f));
+  for (const tx of logRecords(dataDir, db)) {
     const full = tx.pages.length >= tx.commitSize - 1;
     if (!started && !full) continue;
     started = true;

@@ -1,27 +1,36 @@
 // Test helpers over a node's data directory: replaying its transaction log
 // into bytes, and reading a database's logical bytes from its files.
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
-import { decodeTransaction, parseTransactionFileName } from '../../src/txlog/txfile.js';
+import type { TransactionFile } from '../../src/txlog/txfile.js';
+import { TransactionLog, type LogEntry } from '../../src/store/txlog-dir.js';
 import { allPages } from '../../src/store/pages.js';
 
-export function logFiles(dataDir: string, db: string): string[] {
-  const dir = path.join(dataDir, 'txlog', db);
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir)
-    .filter((n) => parseTransactionFileName(n))
-    .sort()
-    .map((n) => path.join(dir, n));
+/** The transaction files of a database's log, in order, read straight from its segments. */
+export function logRecords(dataDir: string, db: string): TransactionFile[] {
+  const log = new TransactionLog(path.join(dataDir, 'txlog', db), false);
+  const records: TransactionFile[] = [];
+  const { damaged } = log.scan((tx) => void records.push(tx));
+  if (damaged) throw new Error(damaged.reason);
+  return records;
+}
+
+/** Where each record sits (segment file, offset, length). */
+export function logEntries(dataDir: string, db: string): LogEntry[] {
+  const log = new TransactionLog(path.join(dataDir, 'txlog', db), false);
+  log.scan(() => undefined);
+  return [...log.list];
+}
+
+export function segmentFiles(dataDir: string, db: string): string[] {
+  return new TransactionLog(path.join(dataDir, 'txlog', db), false).segments();
 }
 
 /** Applies the log's transactions from empty up to `upTo`: the database bytes they describe. */
 export function replay(dataDir: string, db: string, upTo = Infinity): { bytes: Buffer; txid: number } {
   let bytes = Buffer.alloc(0);
   let txid = 0;
-  for (const file of logFiles(dataDir, db)) {
-    const tx = decodeTransaction(fs.readFileSync(file));
+  for (const tx of logRecords(dataDir, db)) {
     if (tx.maxTxid > upTo) break;
     const size = tx.commitSize * tx.pageSize;
     if (bytes.length !== size) {
