@@ -54,7 +54,12 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       debug: config.fuse.debug,
       allowOther: config.fuse.allowOther,
       handleSignals: false,
-      onHandlerError: (err, ev) => log.error({ event: ev.type, file: ev.name, err: (err as Error).message }, 'commit path error'),
+      // An unexpected failure on the commit path: the commit was refused; with
+      // exit-on-error (LiteFS's default) the node stops rather than go on unsure.
+      onHandlerError: (err, ev) => {
+        log.error({ event: ev.type, file: ev.name, err: (err as Error).message }, 'commit path error');
+        if (config.exitOnError) void stopOnError();
+      },
     });
   } catch (err) {
     store.close();
@@ -64,6 +69,11 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   log.info({ dir: fuse.dir }, 'mounted');
   log.info({ dir: config.data.dir }, 'data directory');
   log.info({ role: 'primary', lease: config.lease.type }, 'role');
+
+  const stopOnError = async () => {
+    log.fatal({ code: 99 }, 'exiting after a commit path error (exit-on-error)');
+    await stop(99);
+  };
 
   // Signals are handled from here on, so a stop during startup still unmounts.
   let resolveDone!: (code: number) => void;

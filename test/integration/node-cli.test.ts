@@ -47,6 +47,24 @@ describe('litefs mount: a single-node primary', () => {
     }
   });
 
+  test('mount -- CMD runs CMD as the application; log.format json prints JSON lines', async () => {
+    const dirs = tempDirs();
+    const cfg = writeConfig(dirs.root, { mnt: dirs.mnt, data: dirs.data, extra: 'log:\n  format: json\n' });
+    const child = spawn(process.execPath, [LITEFS_BIN, 'mount', '-config', cfg, '--', 'sqlite3', `${dirs.mnt}/cmd.db`, 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    try {
+      assert.equal(code, 0, stderr);
+      const lines = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; level: number });
+      assert.ok(lines.some((l) => l.msg === 'mounted'));
+      assert.ok(lines.some((l) => l.msg === 'application exited'));
+      assert.equal(fs.existsSync(path.join(dirs.data, 'txlog', 'cmd.db')), true, 'the command ran through the mount');
+    } finally {
+      dirs.cleanup();
+    }
+  });
+
   test('import and export through the CLI; import of a file that is not SQLite fails clearly', async () => {
     const dirs = tempDirs();
     const cfg = writeConfig(dirs.root, { mnt: dirs.mnt, data: dirs.data });
