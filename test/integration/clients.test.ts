@@ -1,24 +1,17 @@
 // SQLite through the mount with three clients no one here wrote, in every
 // journal mode: 10k rows in, read back, integrity_check, and concurrent
 // readers beside one writer in separate processes.
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
-import { MountFixture } from '../support/fixture.js';
-import { JOURNAL_MODES, python, sqlite3, tempDirs } from '../support/clients.js';
+import { useMountFixture } from '../support/fixture.js';
+import { JOURNAL_MODES, python, sqlite3 } from '../support/clients.js';
 
 const ROWS = 10_000;
 
 describe('sqlite clients through the mount', () => {
-  const dirs = tempDirs();
-  let fx: MountFixture;
-  before(async () => {
-    fx = await MountFixture.start(dirs.mnt, dirs.data);
-  });
-  after(async () => {
-    await fx.stop();
-    dirs.cleanup();
-  });
+  const ctx = useMountFixture();
+  const dirs = ctx.dirs;
 
   for (const mode of JOURNAL_MODES) {
     test(`sqlite3 CLI, ${mode}: 10k rows, read back, integrity ok`, async () => {

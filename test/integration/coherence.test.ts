@@ -1,24 +1,17 @@
 // Kernel cache coherence: a connection held open through the mount keeps
 // seeing cached pages after the backing file changes, until invalidate().
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { MountFixture } from '../support/fixture.js';
-import { HeldConnection, sqlite3, tempDirs } from '../support/clients.js';
+import { useMountFixture } from '../support/fixture.js';
+import { HeldConnection, sqlite3 } from '../support/clients.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE } from '../../src/sqlite/shm.js';
 
 describe('coherence through invalidate', () => {
-  const dirs = tempDirs();
-  let fx: MountFixture;
-  before(async () => {
-    fx = await MountFixture.start(dirs.mnt, dirs.data);
-  });
-  after(async () => {
-    await fx.stop();
-    dirs.cleanup();
-  });
+  const ctx = useMountFixture();
+  const dirs = ctx.dirs;
 
   for (const mode of ['delete', 'wal'] as const) {
     test(`${mode}: a held connection sees changed backing pages after invalidate, not before`, async () => {
@@ -60,7 +53,7 @@ describe('coherence through invalidate', () => {
 
         bumpWalIndex();
         assert.deepEqual((await held.query('SELECT count(*) FROM t')).rows, [[100]], 'stale without invalidate: the kernel cache still serves old pages');
-        await fx.call({ cmd: 'invalidate', name });
+        await ctx.fx.call({ cmd: 'invalidate', name });
         bumpWalIndex();
         assert.deepEqual((await held.query('SELECT count(*) FROM t')).rows, [[150]]);
         assert.deepEqual((await held.query('PRAGMA integrity_check')).rows, [['ok']]);

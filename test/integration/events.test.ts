@@ -2,23 +2,16 @@
 // frame per committed WAL transaction, one journal invalidation per
 // committed rollback-mode transaction, none for rolled-back ones; the
 // dirty-page record; a handler's errno fails the operation.
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { MountFixture } from '../support/fixture.js';
-import { HeldConnection, JOURNAL_MODES, sqlite3, sleep, tempDirs } from '../support/clients.js';
+import { useMountFixture } from '../support/fixture.js';
+import { HeldConnection, JOURNAL_MODES, sqlite3, sleep } from '../support/clients.js';
 import { readWalFrames } from '../../src/sqlite/wal.js';
 
 describe('events at decision points', () => {
-  const dirs = tempDirs();
-  let fx: MountFixture;
-  before(async () => {
-    fx = await MountFixture.start(dirs.mnt, dirs.data);
-  });
-  after(async () => {
-    await fx.stop();
-    dirs.cleanup();
-  });
+  const ctx = useMountFixture();
+  const dirs = ctx.dirs;
 
   for (const mode of JOURNAL_MODES) {
     test(`${mode}: one commit event per committed transaction, none for rollbacks`, async () => {
@@ -27,7 +20,7 @@ describe('events at decision points', () => {
       const setup = await sqlite3(db, `PRAGMA journal_mode=${mode}; CREATE TABLE t(x);`);
       assert.equal(setup.code, 0, setup.stderr);
       await sleep(50); // events are delivered over IPC after the op returned
-      fx.events.length = 0;
+      ctx.fx.events.length = 0;
       // In WAL mode, keep a second connection open so the WAL survives for inspection.
       const holder = mode === 'wal' ? await HeldConnection.open(db) : undefined;
       await holder?.query('SELECT count(*) FROM t');
@@ -44,9 +37,9 @@ describe('events at decision points', () => {
       await sleep(50);
       const total = committed + 1;
       if (mode === 'wal') {
-        const commits = fx.eventsOf('walCommit', `${name}-wal`);
+        const commits = ctx.fx.eventsOf('walCommit', `${name}-wal`);
         assert.equal(commits.length, total);
-        assert.equal(fx.eventsOf('journalInvalidated').length, 0);
+        assert.equal(ctx.fx.eventsOf('journalInvalidated').length, 0);
         const wal = fs.readFileSync(`${dirs.data}/${name}-wal`);
         const scan = readWalFrames(wal);
         assert.equal(scan.transactions.length, total);
@@ -60,11 +53,11 @@ describe('events at decision points', () => {
         });
         await holder?.close();
       } else {
-        const inval = fx.eventsOf('journalInvalidated', `${name}-journal`);
+        const inval = ctx.fx.eventsOf('journalInvalidated', `${name}-journal`);
         assert.equal(inval.length, total);
         const reason = { delete: 'unlink', truncate: 'truncate', persist: 'zeroed' }[mode];
         assert.ok(inval.every((e) => e.reason === reason), JSON.stringify(inval));
-        assert.equal(fx.eventsOf('walCommit').length, 0);
+        assert.equal(ctx.fx.eventsOf('walCommit').length, 0);
       }
     });
   }
@@ -74,13 +67,13 @@ describe('events at decision points', () => {
     const db = `${dirs.mnt}/${name}`;
     const r = await sqlite3(db, `PRAGMA journal_mode=delete; CREATE TABLE a(x); CREATE TABLE b(x); INSERT INTO a VALUES (randomblob(3000));`);
     assert.equal(r.code, 0, r.stderr);
-    await fx.call({ cmd: 'takeDirty', name });
+    await ctx.fx.call({ cmd: 'takeDirty', name });
     const u = await sqlite3(db, `INSERT INTO b VALUES (1);`);
     assert.equal(u.code, 0, u.stderr);
-    const pages = await fx.call<number[]>({ cmd: 'takeDirty', name });
+    const pages = await ctx.fx.call<number[]>({ cmd: 'takeDirty', name });
     // page 1 (change counter) and b's root page (3: a is 2), nothing of a
     assert.deepEqual([...pages].sort((x, y) => x - y), [1, 3]);
-    assert.deepEqual(await fx.call<number[]>({ cmd: 'takeDirty', name }), []);
+    assert.deepEqual(await ctx.fx.call<number[]>({ cmd: 'takeDirty', name }), []);
   });
 
   test('an errno from the handler fails the operation (WAL commit -> SQLite I/O error)', async () => {
@@ -88,9 +81,9 @@ describe('events at decision points', () => {
     assert.equal((await sqlite3(db, `PRAGMA journal_mode=wal; CREATE TABLE t(x);`)).code, 0);
     // The kernel retries a failed buffered write (seen: once), so handlers
     // must be idempotent and a persistent failure is what reaches SQLite.
-    await fx.call({ cmd: 'failNext', type: 'walCommit', errno: 'EIO', times: 5 });
+    await ctx.fx.call({ cmd: 'failNext', type: 'walCommit', errno: 'EIO', times: 5 });
     const r = await sqlite3(db, `INSERT INTO t VALUES (1);`);
-    await fx.call({ cmd: 'clearFailures' });
+    await ctx.fx.call({ cmd: 'clearFailures' });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /disk I\/O error/);
     const after = await sqlite3(db, `INSERT INTO t VALUES (2); SELECT count(*) FROM t; PRAGMA integrity_check;`);
@@ -99,7 +92,7 @@ describe('events at decision points', () => {
   });
 
   test('create can be refused by JavaScript', async () => {
-    await fx.call({ cmd: 'failNext', type: 'create', errno: 'EROFS' });
+    await ctx.fx.call({ cmd: 'failNext', type: 'create', errno: 'EROFS' });
     const r = await sqlite3(`${dirs.mnt}/refused.db`, `CREATE TABLE t(x);`);
     assert.notEqual(r.code, 0);
     assert.equal(fs.existsSync(`${dirs.data}/refused.db`), false);

@@ -1,22 +1,15 @@
 // The daemon's lock helper excludes SQLite the way SQLite excludes itself:
 // a lock taken through the mount makes SQLite in another process get
 // SQLITE_BUSY until released, and a waiting lock waits for SQLite's.
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { MountFixture } from '../support/fixture.js';
-import { HeldConnection, JOURNAL_MODES, sleep, sqlite3, tempDirs } from '../support/clients.js';
+import { useMountFixture } from '../support/fixture.js';
+import { HeldConnection, JOURNAL_MODES, sleep, sqlite3 } from '../support/clients.js';
 import { SHARED_FIRST, SHARED_SIZE, WAL_WRITE_LOCK } from '../../src/sqlite/shm.js';
 
 describe('lock helper through the mount', () => {
-  const dirs = tempDirs();
-  let fx: MountFixture;
-  before(async () => {
-    fx = await MountFixture.start(dirs.mnt, dirs.data);
-  });
-  after(async () => {
-    await fx.stop();
-    dirs.cleanup();
-  });
+  const ctx = useMountFixture();
+  const dirs = ctx.dirs;
 
   for (const mode of JOURNAL_MODES) {
     const wal = mode === 'wal';
@@ -33,11 +26,11 @@ describe('lock helper through the mount', () => {
       const [start, len] = wal ? [WAL_WRITE_LOCK, 1] : [SHARED_FIRST, SHARED_SIZE];
       const attempt = wal ? 'INSERT INTO t VALUES (2)' : 'SELECT count(*) FROM t';
       try {
-        assert.equal(await fx.call({ cmd: 'lock', path: lockPath, kind: 'write', start, len, wait: false }), true);
+        assert.equal(await ctx.fx.call({ cmd: 'lock', path: lockPath, kind: 'write', start, len, wait: false }), true);
         const busy = await client.query(attempt);
         assert.equal(busy.error, 'database is locked');
         if (wal) assert.deepEqual((await client.query('SELECT count(*) FROM t')).rows, [[1]], 'WAL readers go on');
-        await fx.call({ cmd: 'unlockAll', path: lockPath });
+        await ctx.fx.call({ cmd: 'unlockAll', path: lockPath });
         const ok = await client.query(attempt);
         assert.equal(ok.error, undefined);
 
@@ -45,13 +38,13 @@ describe('lock helper through the mount', () => {
         await client.query(wal ? 'BEGIN IMMEDIATE' : 'BEGIN');
         await client.query('SELECT count(*) FROM t');
         let acquired = false;
-        const waiting = fx.call<boolean>({ cmd: 'lock', path: lockPath, kind: 'write', start, len, wait: true }).then((v) => (acquired = v));
+        const waiting = ctx.fx.call<boolean>({ cmd: 'lock', path: lockPath, kind: 'write', start, len, wait: true }).then((v) => (acquired = v));
         await sleep(300);
         assert.equal(acquired, false, 'the daemon waits while SQLite holds its lock');
         await client.query('COMMIT');
         assert.equal(await waiting, true);
         assert.equal((await client.query(attempt)).error, 'database is locked');
-        await fx.call({ cmd: 'unlockAll', path: lockPath });
+        await ctx.fx.call({ cmd: 'unlockAll', path: lockPath });
       } finally {
         await client.close();
       }

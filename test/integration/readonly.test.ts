@@ -1,21 +1,14 @@
 // The read-only switch: write attempts fail at once with a SQLite error,
 // reads keep working, nothing changes; switching it off restores writes.
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
-import { familyOptions, MountFixture } from '../support/fixture.js';
-import { HeldConnection, JOURNAL_MODES, python, sqlite3, tempDirs } from '../support/clients.js';
+import { familyOptions, useMountFixture } from '../support/fixture.js';
+import { HeldConnection, JOURNAL_MODES, python, sqlite3 } from '../support/clients.js';
 
 describe('read-only switch', () => {
-  const dirs = tempDirs();
-  let fx: MountFixture;
-  before(async () => {
-    fx = await MountFixture.start(dirs.mnt, dirs.data);
-  });
-  after(async () => {
-    await fx.stop();
-    dirs.cleanup();
-  });
+  const ctx = useMountFixture();
+  const dirs = ctx.dirs;
 
   // The -shm stays writable: readers record their read marks in it.
   const family = (name: string) => [name, `${name}-journal`, `${name}-wal`];
@@ -30,7 +23,7 @@ describe('read-only switch', () => {
       const held = await HeldConnection.open(db, 0);
       await held.query(`PRAGMA journal_mode=${mode}`);
       assert.deepEqual((await held.query('SELECT count(*) FROM t')).rows, [[2]]);
-      for (const f of family(name)) await fx.call({ cmd: 'setFile', name: f, opts: { ...familyOptions(f), readOnly: true } });
+      for (const f of family(name)) await ctx.fx.call({ cmd: 'setFile', name: f, opts: { ...familyOptions(f), readOnly: true } });
 
       const cli = await sqlite3(db, `PRAGMA journal_mode=${mode}; INSERT INTO t VALUES (3);`);
       assert.notEqual(cli.code, 0);
@@ -67,7 +60,7 @@ print(con.execute("SELECT count(*) FROM t").fetchone()[0])
       const reads = await sqlite3(db, 'SELECT count(*) FROM t; PRAGMA integrity_check;');
       assert.equal(reads.stdout, '2\nok\n');
 
-      for (const f of family(name)) await fx.call({ cmd: 'setFile', name: f, opts: familyOptions(f) });
+      for (const f of family(name)) await ctx.fx.call({ cmd: 'setFile', name: f, opts: familyOptions(f) });
       const again = await sqlite3(db, `PRAGMA journal_mode=${mode}; INSERT INTO t VALUES (7); SELECT count(*) FROM t; PRAGMA integrity_check;`);
       assert.equal(again.stdout, `${mode}\n3\nok\n`, again.stderr);
     });

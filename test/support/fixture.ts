@@ -5,6 +5,8 @@
 // Child: node fixture.js <mountDir> <dataDir>. It names database families
 // by suffix (a test policy, not the product's) and reports every event.
 import { fork, type ChildProcess } from 'node:child_process';
+import { after, before } from 'node:test';
+import { tempDirs } from './clients.js';
 import { fileURLToPath } from 'node:url';
 import { mount, MountedFileLock, type FileOptions, type FuseEvent, type FuseMount } from '../../src/fuse/index.js';
 
@@ -146,6 +148,25 @@ export class MountFixture {
     this.child.kill('SIGKILL');
     await exited;
   }
+}
+
+/** In a describe(): a fixture mount over fresh temp dirs for the suite, stopped and removed after it. */
+export function useMountFixture(): { dirs: ReturnType<typeof tempDirs>; readonly fx: MountFixture } {
+  const dirs = tempDirs();
+  let fx: MountFixture | undefined;
+  before(async () => {
+    fx = await MountFixture.start(dirs.mnt, dirs.data);
+  });
+  after(async () => {
+    await fx?.stop();
+    dirs.cleanup();
+  });
+  return {
+    dirs,
+    get fx() {
+      return fx!;
+    },
+  };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
