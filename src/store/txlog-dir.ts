@@ -6,7 +6,7 @@
 // here at ~0.4 ms a commit, more than the whole FUSE round trip.
 import fs from 'node:fs';
 import path from 'node:path';
-import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile, type TransactionHeader } from '../txlog/txfile.js';
+import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile } from '../txlog/txfile.js';
 
 /** Where one transaction file sits in the log. */
 export interface LogEntry {
@@ -105,17 +105,6 @@ export class TransactionLog {
     }
   }
 
-  readHeader(entry: LogEntry): TransactionHeader {
-    const fd = fs.openSync(entry.segment, 'r');
-    try {
-      const buf = Buffer.alloc(TX_HEADER_SIZE);
-      fs.readSync(fd, buf, 0, TX_HEADER_SIZE, entry.offset);
-      return decodeTransactionHeader(buf, `${path.basename(entry.segment)}@${entry.offset}`);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
   /** Appends one transaction file with one write (durable at the next sync()). */
   append(tx: TransactionFile): LogEntry {
     const last = this.last;
@@ -167,10 +156,6 @@ export class TransactionLog {
     }
     this.fd = undefined;
     this.segment = undefined;
-  }
-
-  get hasUnsynced(): boolean {
-    return this.unsynced.size > 0;
   }
 
   /** Makes every appended record, and new segments' directory entries, durable. */
