@@ -110,6 +110,11 @@ export function walFrameOffset(frameIndex: number, pageSize: number): number {
   return WAL_HEADER_SIZE + frameIndex * (WAL_FRAME_HEADER_SIZE + pageSize);
 }
 
+/** Byte offset just past a transaction's commit frame. */
+export function walTransactionEnd(tx: { frames: readonly { index: number }[] }, pageSize: number): number {
+  return walFrameOffset(tx.frames[tx.frames.length - 1]!.index + 1, pageSize);
+}
+
 /** Decode the 32-byte WAL header without judging it; see walHeaderProblem. */
 export function parseWalHeader(buf: Buffer): WalHeader {
   if (buf.length < WAL_HEADER_SIZE) throw new RangeError(`WAL header needs 32 bytes, got ${buf.length}`);

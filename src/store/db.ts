@@ -7,12 +7,12 @@ import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { FileControl, ErrnoName } from '../fuse/index.js';
 import type { Logger } from '../log.js';
-import { decodePageSize, isSqliteHeader, isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
-import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, type WalChecksum, type WalTransaction } from '../sqlite/wal.js';
-import { formatPosition, PageChecksums } from '../txlog/checksum.js';
+import { lockPageNumber } from '../sqlite/dbheader.js';
+import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, walTransactionEnd, type WalChecksum, type WalTransaction } from '../sqlite/wal.js';
+import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
-import { databaseSize, logicalChecksum, readPages, walPages } from './pages.js';
+import { logicalChecksum, readDatabaseHeader, readPages, walPages } from './pages.js';
 
 /** The unit the native layer records dirty writes in (SQLite's smallest page). */
 export const DIRTY_UNIT = 512;
@@ -148,9 +148,7 @@ export class DB extends EventEmitter {
   }
 
   recordWalTransaction(tx: WalTransaction, pageSize: number, salt1: number, salt2: number): void {
-    const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
-    const last = tx.frames[tx.frames.length - 1]!;
-    this.record(walPages(tx), tx.commitSize, pageSize, { walSalt1: salt1, walSalt2: salt2, walFrameEnd: WAL_HEADER_SIZE + (last.index + 1) * frameSize });
+    this.record(walPages(tx), tx.commitSize, pageSize, { walSalt1: salt1, walSalt2: salt2, walFrameEnd: walTransactionEnd(tx, pageSize) });
   }
 
   /** A live rollback journal was invalidated: the database file holds a commit, or a rollback. */
@@ -159,12 +157,9 @@ export class DB extends EventEmitter {
     if (units.length === 0) return; // nothing reached the database file: a rollback
     const fd = fs.openSync(this.file, 'r');
     try {
-      const head = Buffer.alloc(100);
-      fs.readSync(fd, head, 0, 100, 0);
-      if (!isSqliteHeader(head)) return; // not (yet) a database
-      const pageSize = decodePageSize(head.readUInt16BE(16));
-      if (!isValidPageSize(pageSize)) return;
-      const commitSize = databaseSize(head, fs.fstatSync(fd).size, pageSize);
+      const info = readDatabaseHeader(fd);
+      if (!info) return; // not (yet) a database
+      const { pageSize, pageCount: commitSize } = info;
       let pgnos: number[];
       if (pageSize !== this.pageSize) {
         pgnos = Array.from({ length: commitSize }, (_, i) => i + 1); // a new page size rewrites every page
@@ -190,10 +185,10 @@ export class DB extends EventEmitter {
     return this.afterCommit();
   }
 
+  /** O(pages written), not O(database): compares each page with its recorded checksum. */
   private unchangedBy(pages: Map<number, Buffer>): boolean {
-    const probe = this.checksums!.clone();
-    for (const [pgno, data] of pages) probe.set(pgno, data);
-    return probe.checksum === this.checksums!.checksum;
+    for (const [pgno, data] of pages) if (pageChecksum(pgno, data) !== this.checksums!.get(pgno)) return false;
+    return true;
   }
 
   /** SQLite fsynced the database file: a commit in rollback mode, a checkpoint in WAL mode. */

@@ -2,7 +2,7 @@
 // overlaid with the committed transactions of its WAL.
 import fs from 'node:fs';
 import { decodePageSize, isSqliteHeader, isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
-import { readWalFrames, type WalScan, type WalTransaction } from '../sqlite/wal.js';
+import { readWalFrames, walTransactionEnd, type WalScan, type WalTransaction } from '../sqlite/wal.js';
 import { PageChecksums } from '../txlog/checksum.js';
 
 const CHUNK_PAGES = 256;
@@ -39,8 +39,23 @@ export interface FileState {
   checksums: PageChecksums;
 }
 
-/** Page size and page count from a database file's header; undefined when it holds no database. */
-export function databaseFileInfo(file: string): { pageSize: number; pageCount: number } | undefined {
+export interface DatabaseHeaderInfo {
+  head: Buffer; // the first 100 bytes
+  pageSize: number;
+  pageCount: number;
+}
+
+/** Page size and page count from an open database file's header; undefined when it holds no database. */
+export function readDatabaseHeader(fd: number): DatabaseHeaderInfo | undefined {
+  const head = Buffer.alloc(100);
+  const n = fs.readSync(fd, head, 0, 100, 0);
+  if (n < 100 || !isSqliteHeader(head)) return undefined;
+  const pageSize = decodePageSize(head.readUInt16BE(16));
+  if (!isValidPageSize(pageSize)) return undefined;
+  return { head, pageSize, pageCount: databaseSize(head, fs.fstatSync(fd).size, pageSize) };
+}
+
+export function databaseFileInfo(file: string): DatabaseHeaderInfo | undefined {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -48,12 +63,7 @@ export function databaseFileInfo(file: string): { pageSize: number; pageCount: n
     return undefined;
   }
   try {
-    const head = Buffer.alloc(100);
-    const n = fs.readSync(fd, head, 0, 100, 0);
-    if (n < 100 || !isSqliteHeader(head)) return undefined;
-    const pageSize = decodePageSize(head.readUInt16BE(16));
-    if (!isValidPageSize(pageSize)) return undefined;
-    return { pageSize, pageCount: databaseSize(head, fs.fstatSync(fd).size, pageSize) };
+    return readDatabaseHeader(fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -109,17 +119,17 @@ export function applyWalTransaction(state: FileState, tx: WalTransaction): void 
   state.commitSize = tx.commitSize;
 }
 
+/** The WAL's committed transactions that end at or before `walEnd` (all when undefined). */
+function walTransactionsUpTo(walFile: string, pageSize: number, walEnd?: number): WalTransaction[] {
+  const all = scanWal(walFile, pageSize)?.transactions ?? [];
+  return walEnd === undefined ? all : all.filter((tx) => walTransactionEnd(tx, pageSize) <= walEnd);
+}
+
 /** The checksum SQLite's view of the database has: the file plus committed WAL frames (up to a byte offset). */
 export function logicalChecksum(file: string, walFile: string, walEnd?: number): { checksum: bigint; commitSize: number } {
   const state = fileState(file);
   if (!state) return { checksum: 0n, commitSize: 0 };
-  const scan = scanWal(walFile, state.pageSize);
-  const frameSize = 24 + state.pageSize;
-  for (const tx of scan?.transactions ?? []) {
-    const end = 32 + (tx.frames[tx.frames.length - 1]!.index + 1) * frameSize;
-    if (walEnd !== undefined && end > walEnd) break;
-    applyWalTransaction(state, tx);
-  }
+  for (const tx of walTransactionsUpTo(walFile, state.pageSize, walEnd)) applyWalTransaction(state, tx);
   return { checksum: state.checksums.checksum, commitSize: state.commitSize };
 }
 
@@ -130,11 +140,7 @@ export function allPages(file: string, walFile: string, walEnd?: number): { page
   const pages = new Map<number, Buffer>();
   forEachFilePage(file, info.pageSize, info.pageCount, (pgno, page) => pages.set(pgno, Buffer.from(page)));
   let commitSize = info.pageCount;
-  const scan = scanWal(walFile, info.pageSize);
-  const frameSize = 24 + info.pageSize;
-  for (const tx of scan?.transactions ?? []) {
-    const end = 32 + (tx.frames[tx.frames.length - 1]!.index + 1) * frameSize;
-    if (walEnd !== undefined && end > walEnd) break;
+  for (const tx of walTransactionsUpTo(walFile, info.pageSize, walEnd)) {
     for (const [pgno, data] of walPages(tx)) pages.set(pgno, data);
     commitSize = tx.commitSize;
   }

@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { isLiveJournalHeader } from '../sqlite/journal.js';
+import { WAL_HEADER_SIZE, walFrameOffset, walTransactionEnd } from '../sqlite/wal.js';
 import { verifyChain, type TransactionFile } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import type { DB } from './db.js';
@@ -34,9 +35,7 @@ function hasHotJournal(file: string): boolean {
 
 /** Lets SQLite roll the hot journal back: it does so when it first reads the database. */
 function rollBackHotJournal(db: DB, log: Logger): void {
-  const info = databaseFileInfo(db.file);
-  const walMode = info !== undefined && fs.readFileSync(db.file).readUInt8(18) === 2;
-  if (walMode) return; // SQLite ignores a rollback journal in WAL mode
+  if (databaseFileInfo(db.file)?.head.readUInt8(18) === 2) return; // SQLite ignores a rollback journal in WAL mode
   const conn = new Database(db.file);
   try {
     conn.prepare('SELECT count(*) FROM sqlite_master').get();
@@ -68,9 +67,9 @@ export function recoverDatabase(db: DB, log: Logger): void {
   const last = checkLog(db, log);
   let state: FileState | undefined = fileState(db.file);
   const scan = state ? scanWal(db.walFile, state.pageSize) : undefined;
-  const frameSize = state ? 24 + state.pageSize : 0;
+  const pageSize = state?.pageSize ?? 0;
   const sameWal = scan && last && scan.header.salt1 === last.walSalt1 && scan.header.salt2 === last.walSalt2;
-  const logged = sameWal ? scan.transactions.filter((tx) => walEnd(tx, frameSize) <= last.walFrameEnd) : [];
+  const logged = sameWal ? scan.transactions.filter((tx) => walTransactionEnd(tx, pageSize) <= last.walFrameEnd) : [];
   const later = scan ? scan.transactions.slice(logged.length) : [];
   if (state) for (const tx of logged) applyWalTransaction(state, tx);
 
@@ -86,7 +85,7 @@ export function recoverDatabase(db: DB, log: Logger): void {
   if (state) {
     const expected = last ? last.postApplyChecksum : undefined;
     if (expected !== state.checksums.checksum || last?.commitSize !== state.commitSize) {
-      const full = allPages(db.file, db.walFile, logged.length ? walEnd(logged[logged.length - 1]!, frameSize) : 32);
+      const full = allPages(db.file, db.walFile, logged.length ? walTransactionEnd(logged[logged.length - 1]!, pageSize) : WAL_HEADER_SIZE);
       if (full) {
         db.recordFullState(full.pages, full.pageSize, full.commitSize);
         if (last) {
@@ -110,12 +109,8 @@ export function recoverDatabase(db: DB, log: Logger): void {
     db.setWalCursor({
       salt1: scan.header.salt1,
       salt2: scan.header.salt2,
-      frameEnd: 32 + scan.committedFrameEnd * frameSize,
+      frameEnd: walFrameOffset(scan.committedFrameEnd, pageSize),
       seed: scan.checksum,
     });
   }
-}
-
-function walEnd(tx: { frames: { index: number }[] }, frameSize: number): number {
-  return 32 + (tx.frames[tx.frames.length - 1]!.index + 1) * frameSize;
 }

@@ -49,7 +49,8 @@ export interface TransactionPage {
   data: Buffer;
 }
 
-export interface TransactionFile {
+/** What the header and the decoded file both carry. */
+interface TransactionFields {
   pageSize: number;
   /** Database size in pages after this transaction. */
   commitSize: number;
@@ -59,8 +60,6 @@ export interface TransactionFile {
   timestamp: number;
   /** Database checksum before the transaction; 0n when minTxid is 1 (no database yet). */
   preApplyChecksum: bigint;
-  /** Database checksum after the transaction. */
-  postApplyChecksum: bigint;
   /** The node that committed it. */
   nodeId: bigint;
   /** WAL salts of the -wal the transaction came from (0 when not from a WAL); for crash recovery. */
@@ -68,25 +67,20 @@ export interface TransactionFile {
   walSalt2: number;
   /** Byte offset in the -wal just past this transaction's commit frame; 0 when not from a WAL. */
   walFrameEnd: number;
+}
+
+export interface TransactionFile extends TransactionFields {
+  /** Database checksum after the transaction. */
+  postApplyChecksum: bigint;
   /** Ascending by pgno. Decoded pages are views into the decoded buffer (or its decompressed body). */
   pages: TransactionPage[];
 }
 
 /** The fixed-size header: what a listing needs, without reading the body. */
-export interface TransactionHeader {
+export interface TransactionHeader extends TransactionFields {
   version: number;
   compressed: boolean;
-  pageSize: number;
-  commitSize: number;
-  minTxid: number;
-  maxTxid: number;
-  timestamp: number;
-  preApplyChecksum: bigint;
-  nodeId: bigint;
   pageCount: number;
-  walSalt1: number;
-  walSalt2: number;
-  walFrameEnd: number;
   /** Bytes of body as stored (compressed size when compressed). */
   bodySize: number;
   /** Header + body + trailer. */
