@@ -6,6 +6,13 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse3)"],
       "libraries": ["<!@(pkg-config --libs fuse3)", "-lpthread"],
       "defines": ["FUSE_USE_VERSION=314", "_GNU_SOURCE", "NAPI_VERSION=8"]
+    },
+    {
+      "target_name": "litefs_crc",
+      "sources": ["native/crc64.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lpthread"],
+      "defines": ["NAPI_VERSION=8"]
     }
   ]
 }
