@@ -137,9 +137,25 @@ static void add_virtual(lfs_file *f, void *arg) {
   if (!strchr(f->path + 1, '/')) d->filler(d->buf, f->path + 1, NULL, 0, 0);
 }
 
+/* With nullpath_ok, libfuse passes readdir no path: opendir keeps a copy in
+ * the handle for it. */
+static int op_opendir(const char *path, struct fuse_file_info *fi) {
+  char *copy = strdup(path);
+  if (!copy) return -ENOMEM;
+  fi->fh = (uint64_t)(uintptr_t)copy;
+  return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi) {
+  free((char *)(uintptr_t)fi->fh);
+  return 0;
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
-  int fd = openat(lfs_g.backing_fd, rel(path), O_RDONLY | O_DIRECTORY);
+  const char *dir_path = fi && fi->fh ? (const char *)(uintptr_t)fi->fh : path;
+  if (!dir_path) return -EBADF;
+  int fd = openat(lfs_g.backing_fd, rel(dir_path), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return -errno;
   DIR *dir = fdopendir(fd);
   if (!dir) {
@@ -149,7 +165,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
   struct dirent *de;
   while ((de = readdir(dir)) != NULL) filler(buf, de->d_name, NULL, 0, 0);
   closedir(dir);
-  if (strcmp(path, "/") == 0) {
+  if (strcmp(dir_path, "/") == 0) {
     dir_fill d = {buf, filler};
     lfs_files_for_each_virtual(add_virtual, &d);
   }
@@ -354,7 +370,8 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 }
 
 static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
-  int fd = openat(lfs_g.backing_fd, path ? rel(path) : ".", O_RDONLY | O_DIRECTORY);
+  const char *dir_path = fi && fi->fh ? (const char *)(uintptr_t)fi->fh : path;
+  int fd = openat(lfs_g.backing_fd, dir_path ? rel(dir_path) : ".", O_RDONLY | O_DIRECTORY);
   if (fd < 0) return -errno;
   int res = datasync ? fdatasync(fd) : fsync(fd);
   close(fd);
@@ -415,7 +432,9 @@ const struct fuse_operations lfs_ops = {
     .init = op_init,
     .getattr = op_getattr,
     .access = op_access,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .open = op_open,
     .create = op_create,
     .read = op_read,
