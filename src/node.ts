@@ -13,6 +13,17 @@ import type { Logger } from './log.js';
 import { Store } from './store/store.js';
 import { startHttpServer } from './http/server.js';
 import { runExec, type SupervisedApp } from './cli/exec.js';
+import { Streamer } from './replication/streamer.js';
+import { Follower } from './replication/follower.js';
+import type { Role } from './store/db.js';
+
+/** The role a static lease gives: `candidate: true` is the primary. */
+function staticRole(config: Config): Role {
+  if (config.lease.type !== 'static') {
+    throw new Error(`lease.type "${config.lease.type}" is not supported yet; use "static" (candidate: true on the primary, false on replicas)`);
+  }
+  return config.lease.candidate ? 'primary' : 'replica';
+}
 
 export interface RunningNode {
   store: Store;
@@ -36,8 +47,13 @@ function nodeId(dataDir: string): bigint {
 }
 
 export async function startNode(config: Config, log: Logger): Promise<RunningNode> {
+  const role = staticRole(config);
   fs.mkdirSync(config.data.dir, { recursive: true });
+  const scratchDir = path.join(config.data.dir, 'tmp');
+  fs.rmSync(scratchDir, { recursive: true, force: true }); // half-received snapshots of an earlier run
+  const hostname = config.lease.hostname || os.hostname();
   const store = new Store({
+    role,
     dataDir: config.data.dir,
     files: fileControl,
     log,
@@ -68,7 +84,14 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   if (fuse.clearedDeadMount) log.warn({ dir: fuse.dir }, 'cleared a dead mount left by an earlier process');
   log.info({ dir: fuse.dir }, 'mounted');
   log.info({ dir: config.data.dir }, 'data directory');
-  log.info({ role: 'primary', lease: config.lease.type }, 'role');
+  store.setMountDir(fuse.dir);
+  log.info({ role, lease: config.lease.type, ...(role === 'replica' ? { primary: config.lease.advertiseUrl } : {}) }, 'role');
+  fileControl.setVirtualFile('.lag', '0\n');
+  const streamer = role === 'primary' ? new Streamer({ store, log, mountDir: fuse.dir, compress: config.data.compress, heartbeatMs: 1000, hello: () => ({ version: 1, hostname, advertiseUrl: config.lease.advertiseUrl, nodeId: store.nodeIdHex, heartbeatMs: 1000 }) }) : undefined;
+  const follower =
+    role === 'replica'
+      ? new Follower({ store, files: fileControl, log, primaryUrl: config.lease.advertiseUrl, hostname: os.hostname(), reconnectDelay: config.lease.reconnectDelay, scratchDir })
+      : undefined;
 
   const stopOnError = async () => {
     log.fatal({ code: 99 }, 'exiting after a commit path error (exit-on-error)');
@@ -86,6 +109,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     stopping = true;
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    streamer?.close();
+    await follower?.stop();
     await http?.app.close().catch(() => undefined);
     if (fuse.isMounted) fuse.unmount();
     store.close();
@@ -108,11 +133,12 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       config.http.addr,
       store,
       {
-        hostname: config.lease.hostname || os.hostname(),
+        hostname,
         advertiseUrl: config.lease.advertiseUrl,
         candidate: config.lease.candidate,
-        isPrimary: () => true,
-        primaryHostname: () => config.lease.hostname,
+        isPrimary: () => store.role === 'primary',
+        primaryHostname: () => (store.role === 'primary' ? hostname : follower?.primary),
+        streamer: () => streamer,
       },
       log,
       fuse.dir,
@@ -123,6 +149,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   }
   log.info({ addr: http.url }, 'http server listening');
   const httpUrl = http.url;
+  follower?.start();
 
   try {
     app = await runExec(config.exec, { isCandidate: config.lease.candidate, log });

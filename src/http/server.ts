@@ -4,7 +4,9 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { parseHostPort } from '../config/index.js';
-import { formatPosition } from '../txlog/checksum.js';
+import { formatPosition, parsePosition } from '../txlog/checksum.js';
+import type { Streamer } from '../replication/streamer.js';
+import type { Position } from '../store/db.js';
 import { exportDatabase, importDatabase, ImportError } from '../store/transfer.js';
 
 export interface NodeInfo {
@@ -13,6 +15,42 @@ export interface NodeInfo {
   candidate: boolean;
   isPrimary: () => boolean;
   primaryHostname: () => string | undefined;
+  /** The replication stream's server side, on a primary. */
+  streamer: () => Streamer | undefined;
+}
+
+/** A replica's positions from a POST body {hostname, positions} or GET ?hostname=&pos=db:txid/checksum. */
+function streamRequest(method: string, body: unknown, query: Record<string, string | string[] | undefined>): { hostname: string; positions: Map<string, Position> } {
+  const positions = new Map<string, Position>();
+  let hostname: unknown;
+  let entries: [string, unknown][];
+  if (method === 'POST') {
+    const b = (body ?? {}) as { hostname?: unknown; positions?: unknown };
+    if (typeof b !== 'object' || (b.positions !== undefined && (typeof b.positions !== 'object' || b.positions === null))) throw badRequest('stream: the body must be JSON {"hostname": "...", "positions": {"<db>": "<txid>/<checksum>"}}');
+    hostname = b.hostname;
+    entries = Object.entries((b.positions ?? {}) as Record<string, unknown>);
+  } else {
+    hostname = query.hostname;
+    const pos = query.pos === undefined ? [] : Array.isArray(query.pos) ? query.pos : [query.pos];
+    entries = pos.map((p) => {
+      const i = p.lastIndexOf(':');
+      if (i <= 0) throw badRequest(`stream: pos "${p}" is not <db>:<txid>/<checksum>`);
+      return [p.slice(0, i), p.slice(i + 1)];
+    });
+  }
+  for (const [name, text] of entries) {
+    if (!DB_NAME.test(name) || typeof text !== 'string') throw badRequest(`stream: bad position for database "${name}"`);
+    try {
+      positions.set(name, parsePosition(text));
+    } catch (err) {
+      throw badRequest(`stream: position of "${name}": ${(err as Error).message}`);
+    }
+  }
+  return { hostname: typeof hostname === 'string' && hostname ? hostname : 'unknown', positions };
+}
+
+function badRequest(message: string): Error & { statusCode: number } {
+  return Object.assign(new Error(message), { statusCode: 400 });
 }
 
 const DB_NAME = /^[^/\0]+$/;
@@ -40,6 +78,16 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
       [...store.dbs.values()].map((db) => [db.name, { txid: db.position.txid, position: formatPosition(db.position.txid, db.position.checksum), pageSize: db.pageSize, pages: db.commitSize }]),
     ),
   }));
+
+  const stream = async (req: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
+    const replica = streamRequest(req.method, req.body, req.query as Record<string, string | string[] | undefined>);
+    const streamer = info.streamer();
+    if (!info.isPrimary() || !streamer) return reply.status(409).send({ error: `this node is not the primary; the primary is ${info.primaryHostname() ?? 'unknown'}` });
+    reply.hijack();
+    await streamer.serve(reply.raw, replica);
+  };
+  app.post('/stream', stream);
+  app.get('/stream', stream);
 
   app.get('/export', async (req, reply) => {
     const name = (req.query as { name?: string }).name;

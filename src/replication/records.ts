@@ -9,7 +9,7 @@
 import { compressSync, uncompressSync } from 'lz4-napi';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
-import { CHECKSUM_FLAG, crc64, formatHex64 as hex, pageChecksum } from '../txlog/checksum.js';
+import { CHECKSUM_FLAG, crc64, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import {
   decodeTransaction, decodeTransactionHeader, transactionFileName, TX_HEADER_SIZE, TX_TRAILER_SIZE, TxFileError, verifyChain,
   type TransactionFile,
@@ -581,11 +581,7 @@ export class SnapshotAssembler {
     if (last && end !== this.lastPage) fail(`LAST chunk ends at page ${end}, the database ends at page ${this.lastPage}`);
     if (!last && end === this.lastPage) fail(`chunk reaches the database's last page ${end} without the LAST flag`);
 
-    let xor = this.xor;
-    for (let i = 0; i < r.pageCount; i++) {
-      xor ^= pageChecksum(r.firstPgno + i, pages.subarray(i * r.pageSize, (i + 1) * r.pageSize));
-    }
-    this.xor = xor;
+    this.xor ^= pageChecksumsXor(pages, r.pageSize, r.firstPgno, 0); // a chunk never holds the lock page
     this.nextPgno = end + 1 === this.lockPage ? end + 2 : end + 1;
     this.sawLast = last;
   }

@@ -12,7 +12,8 @@ import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, 
 import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
-import { logicalChecksum, readDatabaseHeader, readPages, walPages } from './pages.js';
+import { allPages, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
+import { DatabaseWriter } from './apply.js';
 
 /** The unit the native layer records dirty writes in (SQLite's smallest page). */
 export const DIRTY_UNIT = 512;
@@ -27,7 +28,41 @@ export interface DbContext {
   nodeId: bigint;
   /** Age after which the log starts a new segment (ms). */
   segmentMaxAge: number;
+  /** The mount's directory once it serves (a replica writes through it). */
+  mountDir?: string;
 }
+
+export type Role = 'primary' | 'replica';
+
+/** A replica's record did not apply: the message says why, in one line. */
+export class ApplyError extends Error {
+  constructor(
+    message: string,
+    /** The database's files no longer match its position: it needs a snapshot. */
+    readonly inDoubt = false,
+  ) {
+    super(message);
+    this.name = 'ApplyError';
+  }
+}
+
+/** A transaction as a replica receives it: decoded, and the bytes to log as they came. */
+export interface ReceivedTransaction {
+  tx: TransactionFile;
+  bytes: Buffer;
+}
+
+/** Where a snapshot leaves a database. */
+export interface SnapshotPosition {
+  txid: number;
+  checksum: bigint;
+  pageSize: number;
+  commitSize: number;
+  timestamp: number;
+}
+
+/** How many recent positions a primary remembers, to name the TXID of a snapshot by its checksum. */
+const RECENT_POSITIONS = 4096;
 
 export interface Position {
   txid: number;
@@ -40,6 +75,12 @@ export interface WalCursor {
   salt2: number;
   frameEnd: number; // byte offset just past the last recorded commit frame
   seed: WalChecksum; // the WAL checksum at frameEnd
+}
+
+/** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
+function walModeOf(tx: TransactionFile, before: boolean): boolean {
+  const page1 = tx.pages[0]?.pgno === 1 ? tx.pages[0].data : undefined;
+  return page1 ? page1[18] === 2 && page1[19] === 2 : before;
 }
 
 export class DB extends EventEmitter {
@@ -55,6 +96,11 @@ export class DB extends EventEmitter {
   private dbSyncedSinceCommit = false;
   private walFd?: number;
   private restoredChecksum = 0n; // the log's, while the files do not yet say more
+  role: Role = 'primary';
+  /** Why the files do not match the log, when recovery found they do not; cleared by repair or a snapshot. */
+  doubt?: string;
+  private readonly recent = new Map<bigint, number>(); // checksum -> TXID of recent commits
+  private writer?: DatabaseWriter;
 
   constructor(
     readonly name: string,
@@ -71,12 +117,22 @@ export class DB extends EventEmitter {
     return { txid: this.txid, checksum: this.checksums?.checksum ?? this.restoredChecksum };
   }
 
-  /** Flags the database's files in the native layer and publishes <db>-pos. */
-  attach(): void {
+  /**
+   * Flags the database's files in the native layer for a role and publishes
+   * <db>-pos. A primary captures commits; on a replica the files are
+   * read-only to everyone but the daemon (the -shm stays writable: readers
+   * keep their read marks there) and nothing asks JavaScript.
+   */
+  attach(role: Role = this.role): void {
+    this.role = role;
     const f = this.ctx.files;
-    f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
-    f.setFile(this.name + '-wal', { events: true, wal: true });
-    f.setFile(this.name + '-journal', { events: true, journal: true });
+    if (role === 'primary') {
+      f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
+      f.setFile(this.name + '-wal', { events: true, wal: true });
+      f.setFile(this.name + '-journal', { events: true, journal: true });
+    } else {
+      for (const suffix of ['', '-wal', '-journal']) f.setFile(this.name + suffix, { readOnly: true });
+    }
     f.setFile(this.name + '-shm', {});
     this.publishPosition();
   }
@@ -87,6 +143,8 @@ export class DB extends EventEmitter {
     f.setVirtualFile(this.name + '-pos', null);
     this.closeWal();
     this.log.close();
+    void this.writer?.close();
+    this.writer = undefined;
   }
 
   /** Makes the log durable and releases open files (on a clean stop). */
@@ -94,6 +152,25 @@ export class DB extends EventEmitter {
     this.log.sync();
     this.log.close();
     this.closeWal();
+    void this.writer?.close();
+    this.writer = undefined;
+  }
+
+  /** The position a replica asks the primary for: none while its files are in doubt. */
+  get streamPosition(): Position {
+    return this.doubt ? { txid: 0, checksum: 0n } : this.position;
+  }
+
+  /** The TXID at which the database had this checksum, if it was recent. */
+  txidOfChecksum(checksum: bigint): number | undefined {
+    if (checksum === this.position.checksum) return this.txid;
+    return this.recent.get(checksum);
+  }
+
+  private remember(txid: number, checksum: bigint): void {
+    this.recent.delete(checksum);
+    this.recent.set(checksum, txid);
+    if (this.recent.size > RECENT_POSITIONS) this.recent.delete(this.recent.keys().next().value!);
   }
 
   private publishPosition(): void {
@@ -238,6 +315,7 @@ export class DB extends EventEmitter {
       pages: sorted.map(([pgno, data]) => ({ pgno, data })),
     };
     this.log.append(tx);
+    this.remember(tx.maxTxid, tx.postApplyChecksum);
     this.txid = tx.maxTxid;
     this.pageSize = pageSize;
     this.commitSize = commitSize;
@@ -263,6 +341,149 @@ export class DB extends EventEmitter {
     // Before the commit returns, so an application reading <db>-pos right after sees it.
     this.publishPosition();
     return undefined;
+  }
+
+  /**
+   * A primary's answer to doubt: records the files' current state (the
+   * database file and every committed WAL frame) as one full transaction.
+   */
+  repair(): void {
+    if (!this.doubt) return;
+    const full = allPages(this.file, this.walFile);
+    if (full) {
+      const logged = this.position;
+      this.recordFullState(full.pages, full.pageSize, full.commitSize);
+      this.ctx.log.warn(
+        { db: this.name, log: formatPosition(logged.txid, logged.checksum), recorded: formatPosition(this.txid, this.position.checksum) },
+        `${this.doubt}; recorded its current state as a full transaction`,
+      );
+      const scan = scanWal(this.walFile, full.pageSize);
+      if (scan) this.wal = { salt1: scan.header.salt1, salt2: scan.header.salt2, frameEnd: WAL_HEADER_SIZE + scan.committedFrameEnd * (WAL_FRAME_HEADER_SIZE + full.pageSize), seed: scan.checksum };
+      this.log.sync();
+    }
+    this.doubt = undefined;
+    this.publishPosition();
+  }
+
+  // ---- replica: applying the primary's records -------------------------
+
+  private writerFor(): DatabaseWriter {
+    if (!this.ctx.mountDir) throw new ApplyError(`database ${this.name}: the mount is not serving yet`);
+    this.writer ??= new DatabaseWriter(path.join(this.ctx.mountDir, this.name), this.file, this.ctx.log);
+    return this.writer;
+  }
+
+  /**
+   * Applies consecutive transactions from the primary: each must start at
+   * this database's position (TXID and checksum), and after its pages are
+   * written the database checksum must equal its post-apply checksum, else
+   * the database is in doubt (a snapshot follows). Logged as received.
+   */
+  async applyTransactions(items: readonly ReceivedTransaction[]): Promise<void> {
+    const first = items[0]?.tx;
+    if (!first) return;
+    const at = this.streamPosition;
+    if (first.minTxid !== at.txid + 1 || first.preApplyChecksum !== at.checksum) {
+      throw new ApplyError(
+        `database ${this.name}: transaction ${first.minTxid} starts at ${formatPosition(first.minTxid - 1, first.preApplyChecksum)}, the replica is at ${formatPosition(at.txid, at.checksum)}`,
+      );
+    }
+    const writer = this.writerFor();
+    const walBefore = writer.walMode();
+    await writer.exclusive(walBefore, async () => {
+      const walAfter = walModeOf(items[items.length - 1]!.tx, walBefore);
+      if (walAfter) await writer.prepareWal();
+      for (const { tx, bytes } of items) {
+        // Checked before anything is written: a record that does not lead to
+        // its own post-apply checksum leaves the files as they were.
+        if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
+        for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
+        this.checksums.truncate(tx.commitSize);
+        if (this.checksums.checksum !== tx.postApplyChecksum) {
+          this.doubt = `transaction ${tx.maxTxid} leads to checksum ${this.checksums.checksum.toString(16)}, the primary's is ${tx.postApplyChecksum.toString(16)}`;
+          throw new ApplyError(`database ${this.name}: ${this.doubt}`, true);
+        }
+        // Logged before the pages are written: a stop in between is completed
+        // at restart by writing the logged pages again (recovery.ts).
+        this.log.appendEncoded(bytes, tx);
+        writer.writePages(tx.pages, tx.pageSize);
+        writer.truncate(tx.commitSize * tx.pageSize);
+        this.txid = tx.maxTxid;
+        this.pageSize = tx.pageSize;
+        this.commitSize = tx.commitSize;
+        this.lastCommit = new Date(tx.timestamp);
+      }
+      this.doubt = undefined; // whatever was in doubt was just rewritten from a full first transaction
+      writer.finishWalState(walAfter, this.commitSize, this.pageSize);
+    });
+    this.afterApply();
+  }
+
+  /** Replaces the whole database with a snapshot image (a file beside the mount, already verified). */
+  async applySnapshot(image: string, at: SnapshotPosition, checksums: PageChecksums): Promise<void> {
+    const writer = this.writerFor();
+    await writer.exclusive(writer.walMode(), async () => {
+      const head = Buffer.alloc(20);
+      const fd = fs.openSync(image, 'r');
+      fs.readSync(fd, head, 0, 20, 0);
+      fs.closeSync(fd);
+      const walAfter = head[18] === 2 && head[19] === 2;
+      if (walAfter) await writer.prepareWal();
+      const size = at.commitSize * at.pageSize;
+      await writer.copyFrom(image, size);
+      writer.truncate(size);
+      writer.finishWalState(walAfter, at.commitSize, at.pageSize);
+      this.log.reset(at);
+      this.checksums = checksums;
+      this.txid = at.txid;
+      this.pageSize = at.pageSize;
+      this.commitSize = at.commitSize;
+      this.lastCommit = new Date(at.timestamp);
+      this.doubt = undefined;
+    });
+    this.afterApply();
+  }
+
+  /**
+   * Moves committed WAL frames into the database file and empties the WAL
+   * (a node that was primary, now a replica: applies write the database
+   * file alone). The position does not change: the content is the same.
+   */
+  async foldWal(): Promise<void> {
+    const scan = this.pageSize ? scanWal(this.walFile, this.pageSize) : undefined;
+    if (!scan || scan.transactions.length === 0 || this.doubt) return;
+    const writer = this.writerFor();
+    await writer.exclusive(true, async () => {
+      await writer.prepareWal();
+      for (const tx of scan.transactions) {
+        const pages = [...walPages(tx)].filter(([pgno]) => pgno <= tx.commitSize).map(([pgno, data]) => ({ pgno, data }));
+        writer.writePages(pages.sort((a, b) => a.pgno - b.pgno), this.pageSize);
+        writer.truncate(tx.commitSize * this.pageSize);
+      }
+      writer.finishWalState(true, this.commitSize, this.pageSize);
+    });
+    this.wal = undefined;
+    this.closeWal();
+    const problem = this.verify();
+    if (problem) this.doubt = `after moving the WAL into the database file: ${problem}`;
+  }
+
+  /** Removes the database's files (the primary deleted it). */
+  async removeFiles(): Promise<void> {
+    const writer = this.writerFor();
+    await writer.exclusive(writer.walMode(), () => writer.removeFiles());
+  }
+
+  private afterApply(): void {
+    if (this.ctx.strictVerify) {
+      const problem = this.verify();
+      if (problem) {
+        this.doubt = problem;
+        throw new ApplyError(`database ${this.name}: strict-verify: ${problem}`, true);
+      }
+    }
+    this.publishPosition();
+    this.emit('apply');
   }
 
   /** Recomputes the checksum from the files; returns what disagrees, if anything. */

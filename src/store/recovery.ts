@@ -15,7 +15,7 @@ import { isLiveJournalHeader } from '../sqlite/journal.js';
 import { WAL_HEADER_SIZE, walFrameOffset, walTransactionEnd } from '../sqlite/wal.js';
 import { verifyChain, type TransactionFile } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
-import type { DB } from './db.js';
+import type { DB, Role } from './db.js';
 import type { Logger } from '../log.js';
 import { allPages, applyWalTransaction, databaseFileInfo, fileState, scanWal, type FileState } from './pages.js';
 
@@ -62,9 +62,43 @@ function checkLog(db: DB, log: Logger): TransactionFile | undefined {
   return last;
 }
 
-export function recoverDatabase(db: DB, log: Logger): void {
-  if (hasHotJournal(db.file)) rollBackHotJournal(db, log);
+/**
+ * Replicas only (their files are the daemon's alone; a primary's changed
+ * file must not be written over). A replica killed between logging a
+ * transaction and writing all its pages
+ * leaves the file at the transaction's pre-apply state, or part way: writing
+ * the logged pages again completes it. True when that made the file match.
+ */
+function redoLast(db: DB, last: TransactionFile, state: FileState): boolean {
+  if (last.pages.length === 0 || last.pageSize !== state.pageSize) return false;
+  const fd = fs.openSync(db.file, 'r+');
+  try {
+    for (const page of last.pages) fs.writeSync(fd, page.data, 0, page.data.length, (page.pgno - 1) * last.pageSize);
+    fs.ftruncateSync(fd, last.commitSize * last.pageSize);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const after = fileState(db.file);
+  return after?.checksums.checksum === last.postApplyChecksum;
+}
+
+/** The log's last transaction, or where a reset log starts (a replica's snapshot). */
+function logPosition(db: DB, log: Logger): TransactionFile | undefined {
   const last = checkLog(db, log);
+  if (last) return last;
+  const base = db.log.base();
+  if (!base) return undefined;
+  return { ...base, minTxid: base.txid, maxTxid: base.txid, preApplyChecksum: 0n, postApplyChecksum: base.checksum, nodeId: 0n, walSalt1: 0, walSalt2: 0, walFrameEnd: 0, pages: [] };
+}
+
+/**
+ * Recovers one database. Where the files do not match the log, a primary
+ * records their state as a full transaction; a replica leaves the database
+ * in doubt (DB.doubt), so the primary sends it a snapshot.
+ */
+export function recoverDatabase(db: DB, log: Logger, role: Role = 'primary'): void {
+  if (hasHotJournal(db.file)) rollBackHotJournal(db, log);
+  const last = logPosition(db, log);
   let state: FileState | undefined = fileState(db.file);
   const scan = state ? scanWal(db.walFile, state.pageSize) : undefined;
   const pageSize = state?.pageSize ?? 0;
@@ -84,7 +118,22 @@ export function recoverDatabase(db: DB, log: Logger): void {
 
   if (state) {
     const expected = last ? last.postApplyChecksum : undefined;
-    if (expected !== state.checksums.checksum || last?.commitSize !== state.commitSize) {
+    let mismatch = expected !== state.checksums.checksum || last?.commitSize !== state.commitSize;
+    if (mismatch && role === 'replica' && last && !scan?.transactions.length && redoLast(db, last, state)) {
+      log.warn({ db: db.name, txid: last.maxTxid }, 'wrote the pages of the last logged transaction again (a stop part way through applying it)');
+      state = fileState(db.file)!;
+      db.restore({ txid: last.maxTxid, pageSize: last.pageSize, commitSize: last.commitSize, checksums: state.checksums, lastCommit: new Date(last.timestamp), checksum: last.postApplyChecksum });
+      mismatch = false;
+    }
+    if (mismatch && role === 'replica') {
+      db.doubt = last
+        ? `database does not match its transaction log at ${formatPosition(last.maxTxid, last.postApplyChecksum)} (changed outside litefs, or a stop part way through applying)`
+        : 'database has no transaction log';
+      log.warn({ db: db.name }, `${db.doubt}; it will be replaced by a snapshot from the primary`);
+      db.log.sync();
+      return;
+    }
+    if (mismatch) {
       const full = allPages(db.file, db.walFile, logged.length ? walTransactionEnd(logged[logged.length - 1]!, pageSize) : WAL_HEADER_SIZE);
       if (full) {
         db.recordFullState(full.pages, full.pageSize, full.commitSize);
@@ -99,6 +148,7 @@ export function recoverDatabase(db: DB, log: Logger): void {
       }
     }
   } else if (last) {
+    if (role === 'replica') db.doubt = 'database file is missing or empty but has a transaction log';
     log.warn({ db: db.name, txid: last.maxTxid }, 'database file is missing or empty but has a transaction log');
   }
 

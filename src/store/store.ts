@@ -5,7 +5,7 @@ import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { ErrnoName, FileControl, FuseEvent } from '../fuse/index.js';
 import type { Logger } from '../log.js';
-import { DB, type DbContext } from './db.js';
+import { DB, type DbContext, type Role } from './db.js';
 import { classifyName } from './family.js';
 import { recoverDatabase } from './recovery.js';
 
@@ -18,6 +18,8 @@ export interface StoreOptions {
   retention: number;
   retentionMonitorInterval: number;
   nodeId: bigint;
+  /** The role the node starts in; setRole() changes it. */
+  role: Role;
 }
 
 export class Store extends EventEmitter {
@@ -26,9 +28,14 @@ export class Store extends EventEmitter {
   readonly dataDir: string;
   private readonly ctx: DbContext;
   private retentionTimer?: NodeJS.Timeout;
+  role: Role;
+  /** This node's id as 16 hex digits. */
+  readonly nodeIdHex: string;
 
   constructor(private readonly opts: StoreOptions) {
     super();
+    this.role = opts.role;
+    this.nodeIdHex = opts.nodeId.toString(16).padStart(16, '0');
     this.dataDir = opts.dataDir;
     this.dbDir = path.join(opts.dataDir, 'dbs');
     const logRoot = path.join(opts.dataDir, 'txlog');
@@ -53,10 +60,42 @@ export class Store extends EventEmitter {
     for (const db of this.dbs.values()) db.close();
   }
 
+  /** Where the mount serves: a replica writes its databases through it. */
+  setMountDir(dir: string): void {
+    this.ctx.mountDir = dir;
+  }
+
+  /**
+   * Changes the node's role. A new primary records any database in doubt
+   * as it is; a new replica leaves them for the primary's snapshots.
+   */
+  setRole(role: Role): void {
+    this.role = role;
+    for (const db of this.dbs.values()) {
+      db.attach(role);
+      if (role === 'primary') db.repair();
+    }
+    this.emit('role', role);
+  }
+
+  /** A database the primary has and this replica does not yet (created empty; records fill it). */
+  replicaDatabase(name: string): DB {
+    return this.dbs.get(name) ?? this.addDatabase(name, false);
+  }
+
+  /** The primary deleted a database: so does this replica. */
+  async dropReplicaDatabase(name: string): Promise<void> {
+    const db = this.dbs.get(name);
+    if (!db) return;
+    await db.removeFiles();
+    this.dropDatabase(db);
+  }
+
   private addDatabase(name: string, recover: boolean): DB {
     const db = new DB(name, this.ctx);
-    if (recover) recoverDatabase(db, this.opts.log);
-    db.attach();
+    db.role = this.role;
+    if (recover) recoverDatabase(db, this.opts.log, this.role);
+    db.attach(this.role);
     db.on('commit', (tx) => this.emit('commit', db, tx));
     this.dbs.set(name, db);
     this.opts.log.info({ db: name, position: `${db.position.txid}` }, recover ? 'database opened' : 'database created');
@@ -89,6 +128,7 @@ export class Store extends EventEmitter {
         return undefined;
       case 'create':
         if (kind.kind === 'reserved' || kind.kind === 'position') return 'EACCES';
+        if (kind.kind === 'database' && this.role === 'replica') return 'EROFS'; // databases come from the primary
         if (kind.kind === 'database' && !this.dbs.has(kind.db)) this.addDatabase(kind.db, false);
         if (kind.kind === 'companion' && kind.companion === '-wal') this.dbs.get(kind.db)?.walReset(); // a new WAL file
         return undefined;

@@ -19,6 +19,16 @@ export interface LogEntry {
 }
 
 const SEGMENT_SUFFIX = '.seg';
+const BASE_FILE = 'base';
+
+/** Where a reset log starts: the position of the snapshot it continues from. */
+export interface LogBase {
+  txid: number;
+  checksum: bigint;
+  pageSize: number;
+  commitSize: number;
+  timestamp: number;
+}
 const SEGMENT_LIMIT = 64 * 1024 * 1024;
 
 export function segmentName(firstTxid: number): string {
@@ -95,23 +105,83 @@ export class TransactionLog {
   }
 
   read(entry: LogEntry): TransactionFile {
-    const fd = fs.openSync(entry.segment, 'r');
+    return decodeTransaction(this.readEncoded([entry]), `${path.basename(entry.segment)}@${entry.offset}`);
+  }
+
+  /** The stored bytes of consecutive entries of one segment, with one read. */
+  readEncoded(entries: readonly LogEntry[]): Buffer {
+    const first = entries[0]!;
+    const last = entries[entries.length - 1]!;
+    const length = last.offset + last.length - first.offset;
+    const fd = fs.openSync(first.segment, 'r');
     try {
-      const buf = Buffer.alloc(entry.length);
-      fs.readSync(fd, buf, 0, entry.length, entry.offset);
-      return decodeTransaction(buf, `${path.basename(entry.segment)}@${entry.offset}`);
+      const buf = Buffer.allocUnsafe(length);
+      const n = fs.readSync(fd, buf, 0, length, first.offset);
+      if (n !== length) throw new TxFileError(`transaction log ${path.basename(first.segment)}: ${n} of ${length} bytes at ${first.offset}`);
+      return buf;
     } finally {
       fs.closeSync(fd);
     }
   }
 
+  /** Index of the entry whose first TXID is `txid`, or -1 (binary search: entries ascend). */
+  indexOf(txid: number): number {
+    let lo = 0;
+    let hi = this.entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = this.entries[mid]!;
+      if (e.minTxid === txid) return mid;
+      if (e.minTxid < txid) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  /**
+   * Starts the log afresh at a position reached without its history (a
+   * replica that applied a snapshot): every segment goes, and the position
+   * is kept in the file `base` so a restart knows where the log starts.
+   */
+  reset(base: LogBase): void {
+    this.closeSegment();
+    for (const segment of this.segments()) fs.rmSync(segment, { force: true });
+    this.entries = [];
+    this.unsynced.clear();
+    const file = path.join(this.dir, BASE_FILE);
+    const text = JSON.stringify({ ...base, checksum: base.checksum.toString(16) }) + '\n';
+    fs.writeFileSync(file + '.tmp', text);
+    const fd = fs.openSync(file + '.tmp', 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(file + '.tmp', file);
+    this.newSegments = true; // the directory changed: sync() makes that durable
+    this.sync();
+  }
+
+  /** The position the log starts from when it was reset, if it was. */
+  base(): LogBase | undefined {
+    try {
+      const raw = JSON.parse(fs.readFileSync(path.join(this.dir, BASE_FILE), 'utf8')) as Record<string, unknown>;
+      const { txid, pageSize, commitSize, timestamp, checksum } = raw;
+      if (typeof txid !== 'number' || typeof pageSize !== 'number' || typeof commitSize !== 'number' || typeof timestamp !== 'number' || typeof checksum !== 'string') return undefined;
+      return { txid, pageSize, commitSize, timestamp, checksum: BigInt('0x' + checksum) };
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Appends one transaction file with one write (durable at the next sync()). */
   append(tx: TransactionFile): LogEntry {
+    return this.appendEncoded(encodeTransaction(tx, { compress: this.compress }), tx);
+  }
+
+  /** Appends a transaction file already encoded (a replica stores the primary's bytes as they came). */
+  appendEncoded(bytes: Buffer, tx: { minTxid: number; maxTxid: number; timestamp: number }): LogEntry {
     const last = this.last;
     if (last && tx.minTxid !== last.maxTxid + 1) {
       throw new TxFileError(`transaction ${tx.minTxid} does not follow ${last.maxTxid} in ${this.dir}`);
     }
-    const bytes = encodeTransaction(tx, { compress: this.compress });
     if (this.fd === undefined || this.size >= this.segmentLimit || Date.now() - this.openedAt > this.segmentMaxAge) this.openSegment(tx.minTxid);
     const offset = this.size;
     try {

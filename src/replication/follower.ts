@@ -1,0 +1,243 @@
+// A replica's side of replication: connect to the primary's /stream with
+// this node's positions, verify each record and apply it (DB.applyTransactions,
+// DB.applySnapshot), and on any failure drop the stream, say why in one
+// line and connect again after lease.reconnect-delay. A database left in
+// doubt asks for a snapshot on the next connection. `.primary` names the
+// primary while a stream is up; `.lag` says how far behind it is.
+import fs from 'node:fs';
+import path from 'node:path';
+import { EventEmitter } from 'node:events';
+import { Agent, request } from 'undici';
+import type { FileControl } from '../fuse/index.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
+import { ApplyError, type ReceivedTransaction } from '../store/db.js';
+import { writeFully } from '../store/apply.js';
+import { formatPosition, PageChecksums } from '../txlog/checksum.js';
+import { decodeTransactionHeader, TX_HEADER_SIZE } from '../txlog/txfile.js';
+import { decodeHello, decodeSnapshotChunk, decodeWalSegment, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+
+export interface FollowerOptions {
+  store: Store;
+  files: FileControl;
+  log: Logger;
+  /** The primary's advertise URL. */
+  primaryUrl: string;
+  hostname: string;
+  reconnectDelay: number;
+  /** Where snapshot images are assembled before they replace a database. */
+  scratchDir: string;
+  /** A stream silent for this long (no heartbeat) is considered dead. */
+  silenceTimeout?: number;
+}
+
+/** A snapshot being received: its pages go to a file beside the mount first. */
+interface IncomingSnapshot {
+  name: string;
+  file: string;
+  fd: number;
+  assembler: SnapshotAssembler;
+  checksums: PageChecksums;
+  first: StreamRecord;
+  started: number;
+  bytes: number;
+}
+
+export class Follower extends EventEmitter {
+  private stopped = false;
+  private abort?: AbortController;
+  private snapshot?: IncomingSnapshot;
+  private primaryHostname?: string;
+  private lastHeard = 0; // local time the last record arrived
+  private transit = 0; // its delay from the primary's clock (ms)
+  private heartbeatMs = 1000;
+  private lagTimer?: NodeJS.Timeout;
+  private readonly dispatcher: Agent;
+  /** Counts, for tests and /metrics. */
+  readonly stats = { connects: 0, snapshots: 0, transactions: 0, errors: 0 };
+  private running?: Promise<void>;
+
+  constructor(private readonly opts: FollowerOptions) {
+    super();
+    const silence = opts.silenceTimeout ?? 5000;
+    this.dispatcher = new Agent({ headersTimeout: silence * 2, bodyTimeout: silence, connect: { timeout: silence } });
+  }
+
+  /** The primary's hostname while a stream is up. */
+  get primary(): string | undefined {
+    return this.primaryHostname;
+  }
+
+  /** Replication lag in ms: the last record's delay, or the silence beyond one heartbeat. */
+  get lag(): number {
+    if (!this.lastHeard) return 0;
+    const silence = Date.now() - this.lastHeard - this.heartbeatMs;
+    return Math.max(0, Math.round(Math.max(this.transit, silence)));
+  }
+
+  start(): void {
+    this.opts.files.setVirtualFile('.lag', '0\n');
+    this.lagTimer = setInterval(() => this.publishLag(), 1000);
+    this.lagTimer.unref();
+    this.running = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort?.abort();
+    if (this.lagTimer) clearInterval(this.lagTimer);
+    await this.running;
+    await this.dispatcher.close().catch(() => undefined);
+    this.setPrimary(undefined);
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.session();
+      } catch (err) {
+        if (this.stopped) break;
+        this.stats.errors++;
+        const message = (err as Error).message;
+        this.opts.log.warn({ primary: this.opts.primaryUrl, reconnectMs: this.opts.reconnectDelay }, `replication stream ended: ${message}`);
+        this.emit('streamError', err);
+      } finally {
+        this.discardSnapshot();
+        this.setPrimary(undefined);
+      }
+      if (!this.stopped) await sleep(this.opts.reconnectDelay);
+    }
+  }
+
+  private async session(): Promise<void> {
+    const { store } = this.opts;
+    for (const db of store.dbs.values()) await db.foldWal();
+    const positions = Object.fromEntries([...store.dbs.values()].map((db) => [db.name, formatPosition(db.streamPosition.txid, db.streamPosition.checksum)]));
+    this.abort = new AbortController();
+    this.stats.connects++;
+    const res = await request(new URL('/stream', this.opts.primaryUrl), {
+      method: 'POST',
+      body: JSON.stringify({ hostname: this.opts.hostname, positions }),
+      headers: { 'content-type': 'application/json' },
+      signal: this.abort.signal,
+      dispatcher: this.dispatcher,
+    });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      let message = text.slice(0, 200);
+      try {
+        message = (JSON.parse(text) as { error?: string }).error ?? message;
+      } catch {
+        // not JSON: the text as it is
+      }
+      throw new Error(`primary ${this.opts.primaryUrl} answered ${res.statusCode}: ${message}`);
+    }
+    const reader = new RecordReader();
+    for await (const chunk of res.body) {
+      reader.push(chunk as Buffer);
+      for (let record = reader.next(); record; record = reader.next()) await this.handle(record);
+    }
+    reader.end();
+    throw new Error('the primary closed the stream');
+  }
+
+  private async handle(r: StreamRecord): Promise<void> {
+    this.lastHeard = Date.now();
+    this.transit = Math.max(0, this.lastHeard - r.timestamp);
+    if (this.snapshot && r.type !== RecordType.Snapshot) throw new StreamError(`a ${RecordType[r.type]} record arrived in the middle of the snapshot of ${this.snapshot.name}`);
+    switch (r.type) {
+      case RecordType.Hello: {
+        const hello = decodeHello(r);
+        this.heartbeatMs = hello.heartbeatMs ?? 1000;
+        this.setPrimary(hello.hostname);
+        this.opts.log.info({ primary: hello.hostname, url: this.opts.primaryUrl }, 'connected to the primary');
+        return;
+      }
+      case RecordType.WalSegment:
+        return this.applySegment(r);
+      case RecordType.Snapshot:
+        return this.receiveSnapshotChunk(r);
+      case RecordType.Drop:
+        if (this.opts.store.dbs.has(r.name)) {
+          await this.opts.store.dropReplicaDatabase(r.name);
+          this.opts.log.info({ db: r.name }, 'database deleted on the primary; deleted here');
+        }
+        return;
+      case RecordType.Ready:
+        this.opts.log.info({ databases: this.opts.store.dbs.size }, 'caught up with the primary');
+        this.emit('ready');
+        return;
+      case RecordType.Heartbeat:
+        this.publishLag();
+        return;
+      case RecordType.Handoff:
+        this.emit('handoff', r);
+        return;
+    }
+  }
+
+  private async applySegment(r: StreamRecord): Promise<void> {
+    const txs = decodeWalSegment(r);
+    const items: ReceivedTransaction[] = [];
+    let offset = 0;
+    for (const tx of txs) {
+      const size = decodeTransactionHeader(r.payload.subarray(offset, offset + TX_HEADER_SIZE)).fileSize;
+      items.push({ tx, bytes: r.payload.subarray(offset, offset + size) });
+      offset += size;
+    }
+    const db = this.opts.store.dbs.get(r.name) ?? (txs[0]?.minTxid === 1 ? this.opts.store.replicaDatabase(r.name) : undefined);
+    if (!db) throw new ApplyError(`database ${r.name}: transaction ${r.minTxid} for a database this replica does not have`);
+    await db.applyTransactions(items);
+    this.stats.transactions += txs.length;
+    this.publishLag();
+  }
+
+  private async receiveSnapshotChunk(r: StreamRecord): Promise<void> {
+    const pages = decodeSnapshotChunk(r);
+    let s = this.snapshot;
+    if (!s) {
+      fs.mkdirSync(this.opts.scratchDir, { recursive: true });
+      const file = path.join(this.opts.scratchDir, `snapshot-${process.pid}-${Date.now()}.db`);
+      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), checksums: new PageChecksums(r.pageSize), first: r, started: Date.now(), bytes: 0 };
+      this.snapshot = s;
+    }
+    s.assembler.add(r, pages);
+    s.checksums.setPages(r.firstPgno, pages);
+    writeFully(s.fd, pages, (r.firstPgno - 1) * r.pageSize);
+    s.bytes += pages.length;
+    if (!s.assembler.done) return;
+    s.assembler.finish();
+    fs.ftruncateSync(s.fd, s.first.commitSize * s.first.pageSize); // a lock page at the end is a hole
+    fs.closeSync(s.fd);
+    s.fd = -1;
+    const at = { txid: s.first.maxTxid, checksum: s.first.postApplyChecksum, pageSize: s.first.pageSize, commitSize: s.first.commitSize, timestamp: s.first.timestamp };
+    const db = this.opts.store.replicaDatabase(s.name);
+    await db.applySnapshot(s.file, at, s.checksums);
+    this.stats.snapshots++;
+    const ms = Date.now() - s.started;
+    this.opts.log.info({ db: s.name, txid: at.txid, bytes: s.bytes, ms }, 'applied a snapshot from the primary');
+    this.discardSnapshot();
+    this.publishLag();
+  }
+
+  private discardSnapshot(): void {
+    const s = this.snapshot;
+    if (!s) return;
+    this.snapshot = undefined;
+    if (s.fd >= 0) fs.closeSync(s.fd);
+    fs.rmSync(s.file, { force: true });
+  }
+
+  private setPrimary(hostname: string | undefined): void {
+    this.primaryHostname = hostname;
+    this.opts.files.setVirtualFile('.primary', hostname === undefined ? null : hostname + '\n');
+  }
+
+  private publishLag(): void {
+    this.opts.files.setVirtualFile('.lag', `${this.lag}\n`);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

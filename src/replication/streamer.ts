@@ -1,0 +1,239 @@
+// The primary's side of replication: one long HTTP response per replica
+// (docs/protocol.md). Each subscriber reads what it sends from the
+// transaction log on disk, at its own pace: a commit only wakes it, so a
+// slow replica never holds up a commit and nothing piles up in memory; one
+// that falls behind the log's retention gets a snapshot instead.
+import type { ServerResponse } from 'node:http';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
+import type { DB, Position } from '../store/db.js';
+import type { LogEntry } from '../store/txlog-dir.js';
+import { decodeTransactionHeader, TX_HEADER_SIZE, TX_TRAILER_SIZE } from '../txlog/txfile.js';
+import { formatPosition } from '../txlog/checksum.js';
+import { dropRecord, heartbeatRecord, helloRecord, readyRecord, walSegmentRecord, type HelloInfo } from './records.js';
+import { snapshotRecords, takeSnapshot } from './snapshot.js';
+
+/** Log bytes per WAL_SEGMENT record (a record holds whole transactions, at least one). */
+const SEGMENT_BYTES = 1024 * 1024;
+
+export interface StreamerOptions {
+  store: Store;
+  log: Logger;
+  mountDir: string;
+  hello: () => HelloInfo;
+  heartbeatMs: number;
+  compress: boolean;
+}
+
+/** The replica went away (or the node stops): the subscriber ends quietly. */
+class StreamClosed extends Error {}
+
+export class Streamer {
+  private readonly subscribers = new Set<Subscriber>();
+
+  constructor(private readonly opts: StreamerOptions) {
+    const wake = () => {
+      for (const s of this.subscribers) s.wake();
+    };
+    opts.store.on('commit', wake);
+    opts.store.on('drop', wake);
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  /** Serves one replica until it disconnects or close() is called. */
+  async serve(res: ServerResponse, replica: { hostname: string; positions: Map<string, Position> }): Promise<void> {
+    const sub = new Subscriber(res, this.opts, replica.hostname);
+    this.subscribers.add(sub);
+    this.opts.log.info({ replica: replica.hostname }, 'replica connected');
+    try {
+      await sub.run(replica.positions);
+    } catch (err) {
+      if (!(err instanceof StreamClosed)) {
+        this.opts.log.warn({ replica: replica.hostname, err: (err as Error).message }, 'stream to replica failed');
+        res.destroy();
+      }
+    } finally {
+      this.subscribers.delete(sub);
+      sub.close();
+      this.opts.log.info({ replica: replica.hostname }, 'replica disconnected');
+    }
+  }
+
+  /** Ends every stream (the node stops, or is no longer primary). */
+  close(): void {
+    for (const s of this.subscribers) s.close();
+  }
+}
+
+class Subscriber {
+  /** The TXID each database was sent up to. */
+  private readonly sent = new Map<string, number>();
+  private closed = false;
+  private wakeUp?: () => void;
+  private pendingWake = false;
+  private lastWrite = Date.now();
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly opts: StreamerOptions,
+    private readonly replica: string,
+  ) {
+    res.once('close', () => this.close());
+  }
+
+  wake(): void {
+    this.pendingWake = true;
+    this.wakeUp?.();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.wakeUp?.();
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  async run(positions: Map<string, Position>): Promise<void> {
+    const { store } = this.opts;
+    this.res.socket?.setNoDelay(true);
+    this.res.writeHead(200, { 'content-type': 'application/x-litefs-stream', 'cache-control': 'no-store' });
+    await this.write(helloRecord(this.opts.hello()));
+    for (const db of [...store.dbs.values()]) await this.catchUp(db, positions.get(db.name) ?? { txid: 0, checksum: 0n });
+    for (const name of positions.keys()) {
+      if (!store.dbs.has(name)) await this.write(dropRecord(name));
+    }
+    await this.write(readyRecord());
+    while (!this.closed) {
+      await this.idle();
+      let sentSomething = false;
+      for (const db of [...store.dbs.values()]) {
+        if (db.txid > (this.sent.get(db.name) ?? 0)) {
+          await this.sendFrom(db, (this.sent.get(db.name) ?? 0) + 1);
+          sentSomething = true;
+        }
+      }
+      for (const name of [...this.sent.keys()]) {
+        if (!store.dbs.has(name)) {
+          this.sent.delete(name);
+          await this.write(dropRecord(name));
+          sentSomething = true;
+        }
+      }
+      if (!sentSomething && Date.now() - this.lastWrite >= this.opts.heartbeatMs) await this.write(heartbeatRecord());
+    }
+    throw new StreamClosed();
+  }
+
+  /** Waits for a commit, or until a heartbeat is due. */
+  private idle(): Promise<void> {
+    if (this.pendingWake || this.closed) {
+      this.pendingWake = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const due = Math.max(0, this.opts.heartbeatMs - (Date.now() - this.lastWrite));
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeUp = undefined;
+        this.pendingWake = false;
+        resolve();
+      };
+      const timer = setTimeout(done, due);
+      this.wakeUp = done;
+    });
+  }
+
+  /** Brings one database from the replica's position to the primary's: segments when the log allows, else a snapshot. */
+  private async catchUp(db: DB, at: Position): Promise<void> {
+    const mine = db.position;
+    if (mine.txid === 0) {
+      // Created here and not yet committed: the replica's copy (if any) is not ours.
+      if (at.txid > 0) await this.write(dropRecord(db.name));
+      this.sent.set(db.name, 0);
+      return;
+    }
+    if (at.txid === mine.txid && at.checksum === mine.checksum) {
+      this.sent.set(db.name, mine.txid);
+      return;
+    }
+    const next = at.txid > 0 && at.txid < mine.txid ? db.log.indexOf(at.txid + 1) : -1;
+    if (next >= 0 && this.preApplyChecksum(db, db.log.list[next]!) === at.checksum) {
+      this.sent.set(db.name, at.txid);
+      await this.sendFrom(db, at.txid + 1);
+      return;
+    }
+    const why = at.txid === 0 ? 'new replica' : at.txid > mine.txid ? 'replica is ahead' : next < 0 ? 'log no longer covers the replica' : 'checksum differs';
+    await this.sendSnapshot(db, why, at);
+  }
+
+  private preApplyChecksum(db: DB, entry: LogEntry): bigint {
+    return decodeTransactionHeader(db.log.readEncoded([entry]).subarray(0, TX_HEADER_SIZE)).preApplyChecksum;
+  }
+
+  private async sendSnapshot(db: DB, why: string, at: Position): Promise<void> {
+    const started = Date.now();
+    const image = await takeSnapshot(db, path.join(this.opts.mountDir, db.name));
+    for (const record of snapshotRecords(db.name, image, this.opts.compress)) await this.write(record);
+    this.sent.set(db.name, image.txid);
+    this.opts.log.info(
+      { db: db.name, replica: this.replica, reason: why, replicaPosition: formatPosition(at.txid, at.checksum), txid: image.txid, bytes: image.bytes.length, ms: Date.now() - started },
+      'sent a snapshot',
+    );
+  }
+
+  /** Sends the log from `txid` to the newest transaction, in WAL_SEGMENT records. */
+  private async sendFrom(db: DB, txid: number): Promise<void> {
+    while (!this.closed && db.txid >= txid) {
+      const start = db.log.indexOf(txid);
+      if (start < 0) {
+        await this.sendSnapshot(db, 'log no longer covers the replica', { txid: txid - 1, checksum: 0n });
+        return;
+      }
+      const list = db.log.list;
+      const batch: LogEntry[] = [list[start]!];
+      let bytes = batch[0]!.length;
+      for (let i = start + 1; i < list.length; i++) {
+        const e = list[i]!;
+        const prev = batch[batch.length - 1]!;
+        if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || bytes + e.length > SEGMENT_BYTES) break;
+        batch.push(e);
+        bytes += e.length;
+      }
+      await this.write(walSegmentRecord(db.name, splitTransactionFiles(db.log.readEncoded(batch), batch)));
+      txid = batch[batch.length - 1]!.maxTxid + 1;
+      this.sent.set(db.name, txid - 1);
+    }
+  }
+
+  private async write(record: Buffer): Promise<void> {
+    if (this.closed) throw new StreamClosed();
+    this.lastWrite = Date.now();
+    if (this.res.write(record)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.res.off('drain', done);
+        this.res.off('close', done);
+        resolve();
+      };
+      this.res.on('drain', done);
+      this.res.on('close', done);
+    });
+    if (this.closed) throw new StreamClosed();
+  }
+}
+
+/** The transaction files in a run of log bytes, with what a WAL_SEGMENT header needs of each. */
+function splitTransactionFiles(bytes: Buffer, entries: readonly LogEntry[]) {
+  let offset = 0;
+  return entries.map((e) => {
+    const file = bytes.subarray(offset, offset + e.length);
+    offset += e.length;
+    const h = decodeTransactionHeader(file.subarray(0, TX_HEADER_SIZE));
+    const postApplyChecksum = file.readBigUInt64BE(file.length - TX_TRAILER_SIZE);
+    return { bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum, postApplyChecksum, pageSize: h.pageSize, commitSize: h.commitSize };
+  });
+}

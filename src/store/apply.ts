@@ -1,0 +1,179 @@
+// How a replica changes one database's files. Every write goes through the
+// mount, so the kernel's page cache, which readers holding the file open
+// read from, is updated by construction (DESIGN.md step 6, way (a)); the
+// read-only switch lets the daemon's own requests through. While it writes,
+// the daemon holds the very locks SQLite's own writer would hold, taken
+// through the mount: readers meanwhile get SQLITE_BUSY (rollback modes; the
+// busy handler retries) or wait inside SQLite (WAL mode), and never see a
+// half-applied transaction.
+//
+// Files are created beside the mount, in the backing directory: a create
+// through the mount asks JavaScript, which is busy here.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
+import { lockRange } from '../fuse/locks.js';
+import type { Logger } from '../log.js';
+
+/** WRITE, CKPT, RECOVER and the five READ locks: bytes 120..127 of the -shm. */
+const WAL_LOCK_BYTES = 8;
+/** PENDING, RESERVED and the SHARED range are one run of bytes. */
+const ROLLBACK_LOCK_BYTES = SHARED_FIRST + SHARED_SIZE - PENDING_BYTE;
+/** Copy size for a whole-database write (a snapshot). */
+const COPY_CHUNK = 1024 * 1024;
+/** A lock still not granted after this long is reported (once per wait). */
+const SLOW_LOCK_MS = 5000;
+
+export interface PageWrite {
+  pgno: number;
+  data: Buffer;
+}
+
+/** The daemon's own descriptors on one database, opened through the mount. */
+export class DatabaseWriter {
+  private db?: fsp.FileHandle;
+  private shm?: fsp.FileHandle;
+
+  constructor(
+    readonly mountedPath: string,
+    readonly backingPath: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Is the database (as it is on disk now) in WAL mode? Read from the header's version bytes. */
+  walMode(): boolean {
+    try {
+      const fd = fs.openSync(this.backingPath, 'r');
+      try {
+        const b = Buffer.alloc(2);
+        return fs.readSync(fd, b, 0, 2, 18) === 2 && b[0] === 2 && b[1] === 2;
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Runs `write` while SQLite's readers and writers are shut out: in WAL
+   * mode the -shm's WRITE, CKPT, RECOVER and READ locks, otherwise the
+   * database file's PENDING, RESERVED and SHARED locks (what a writer
+   * holds at EXCLUSIVE).
+   */
+  async exclusive<T>(walMode: boolean, write: () => T | Promise<T>): Promise<T> {
+    await this.openDb();
+    const target = walMode ? await this.openShm() : this.db!;
+    const [start, length] = walMode ? [WAL_WRITE_LOCK, WAL_LOCK_BYTES] : [PENDING_BYTE, ROLLBACK_LOCK_BYTES];
+    await this.lock(target, start, length);
+    try {
+      return await write();
+    } finally {
+      await lockRange(target.fd, 'unlock', start, length, false);
+    }
+  }
+
+  private async lock(handle: fsp.FileHandle, start: number, length: number): Promise<void> {
+    if (await lockRange(handle.fd, 'write', start, length, false)) return;
+    const slow = setTimeout(() => this.log.warn({ file: this.mountedPath }, 'waiting for SQLite readers to end their transactions before applying'), SLOW_LOCK_MS);
+    try {
+      await lockRange(handle.fd, 'write', start, length, true);
+    } finally {
+      clearTimeout(slow);
+    }
+  }
+
+  private async openDb(): Promise<void> {
+    if (this.db) return;
+    if (!fs.existsSync(this.backingPath)) fs.closeSync(fs.openSync(this.backingPath, 'a', 0o644));
+    this.db = await fsp.open(this.mountedPath, 'r+');
+  }
+
+  /** The -shm through the mount, created beside it first if no reader made one yet. */
+  private async openShm(): Promise<fsp.FileHandle> {
+    if (!this.shm) {
+      const backing = this.backingPath + '-shm';
+      if (!fs.existsSync(backing)) fs.closeSync(fs.openSync(backing, 'a', 0o644));
+      this.shm = await fsp.open(this.mountedPath + '-shm', 'r+');
+    }
+    return this.shm;
+  }
+
+  /** Writes pages (ascending), one write per run of consecutive pages. */
+  writePages(pages: readonly PageWrite[], pageSize: number): void {
+    const fd = this.db!.fd;
+    for (let i = 0; i < pages.length; ) {
+      let j = i + 1;
+      while (j < pages.length && pages[j]!.pgno === pages[j - 1]!.pgno + 1) j++;
+      const run = pages.slice(i, j).map((p) => p.data);
+      const offset = (pages[i]!.pgno - 1) * pageSize;
+      writeFully(fd, run.length === 1 ? run[0]! : Buffer.concat(run), offset);
+      i = j;
+    }
+  }
+
+  /** Copies a whole database image from a file beside the mount. */
+  async copyFrom(file: string, size: number): Promise<void> {
+    const src = await fsp.open(file, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(COPY_CHUNK);
+      for (let offset = 0; offset < size; offset += COPY_CHUNK) {
+        const n = Math.min(COPY_CHUNK, size - offset);
+        const { bytesRead } = await src.read(buf, 0, n, offset);
+        if (bytesRead !== n) throw new Error(`snapshot file ${file}: short read at ${offset}`);
+        await this.db!.write(buf, 0, n, offset);
+      }
+    } finally {
+      await src.close();
+    }
+  }
+
+  /** Cuts the database file to `size` bytes when it is longer. */
+  truncate(size: number): void {
+    if (fs.fstatSync(this.db!.fd).size > size) fs.ftruncateSync(this.db!.fd, size);
+  }
+
+  /**
+   * After a change in WAL mode: the -wal is empty (created if missing, so a
+   * read-only reader can open it) and the wal-index header is rewritten so
+   * every reader drops its page cache and reads the database file. In a
+   * rollback mode a leftover -wal is removed: it would put readers in WAL mode.
+   */
+  finishWalState(walMode: boolean, pageCount: number, pageSize: number): void {
+    const wal = this.mountedPath + '-wal';
+    const backingWal = this.backingPath + '-wal';
+    if (!walMode) {
+      if (fs.existsSync(backingWal)) fs.unlinkSync(wal);
+      return;
+    }
+    if (!fs.existsSync(backingWal)) fs.closeSync(fs.openSync(backingWal, 'a', 0o644));
+    else if (fs.statSync(backingWal).size > 0) fs.truncateSync(wal, 0);
+    if (!this.shm) return; // opened by exclusive() whenever the database was in WAL mode
+    const current = Buffer.alloc(SHM_HEADER_SIZE);
+    fs.readSync(this.shm.fd, current, 0, SHM_HEADER_SIZE, 0);
+    writeFully(this.shm.fd, resetWalIndexHeader(current, pageCount, pageSize), 0);
+  }
+
+  /** Opens the -shm (through the mount) so finishWalState can rewrite it. */
+  async prepareWal(): Promise<void> {
+    await this.openShm();
+  }
+
+  /** Removes the database and its companions (the primary deleted it). */
+  removeFiles(): void {
+    for (const suffix of ['', '-wal', '-shm', '-journal']) {
+      if (fs.existsSync(this.backingPath + suffix)) fs.unlinkSync(this.mountedPath + suffix);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db?.close().catch(() => undefined);
+    await this.shm?.close().catch(() => undefined);
+    this.db = this.shm = undefined;
+  }
+}
+
+export function writeFully(fd: number, buf: Buffer, offset: number): void {
+  for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, offset + done);
+}

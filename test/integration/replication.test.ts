@@ -1,0 +1,121 @@
+// Replication with 1 primary + 2 replicas, each a `litefs mount` process:
+// commits reach the replicas byte-identical in every journal mode, replicas
+// refuse writes, name the primary and show their lag, and databases created
+// or deleted on the primary are created or deleted on the replicas.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { JOURNAL_MODES, python, sqlite3 } from '../support/clients.js';
+import { checkpoint, Cluster, mountedSha256, readPos } from '../support/cluster.js';
+
+async function integrityOk(file: string): Promise<void> {
+  const r = await sqlite3(file, 'PRAGMA busy_timeout=5000; PRAGMA integrity_check;');
+  assert.equal(r.stdout.trim().split('\n').pop(), 'ok', `${file}: ${r.stdout}${r.stderr}`);
+}
+
+/** Every node's copy of `db` has the same bytes, and is sound. */
+async function assertIdentical(cluster: Cluster, db: string): Promise<void> {
+  await checkpoint(cluster.primary, db);
+  await cluster.waitInSync(db);
+  const want = mountedSha256(cluster.primary, db);
+  for (const r of cluster.replicas) {
+    assert.equal(mountedSha256(r, db), want, `${r.name}: ${db} differs from the primary's`);
+    await integrityOk(path.join(r.mnt, db));
+  }
+}
+
+describe('replication: 1 primary + 2 replicas', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await Cluster.create(2);
+    await cluster.startAll();
+  });
+  after(async () => {
+    await cluster.destroy();
+  });
+
+  for (const mode of JOURNAL_MODES) {
+    test(`${mode}: commits reach both replicas byte-identical; replicas are read-only`, async () => {
+      const name = `rep-${mode}.db`;
+      const db = path.join(cluster.primary.mnt, name);
+      const setup = await sqlite3(db, `PRAGMA journal_mode=${mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);`);
+      assert.equal(setup.code, 0, setup.stderr);
+      for (let i = 0; i < 20; i++) {
+        const r = await sqlite3(db, `PRAGMA journal_mode=${mode}; INSERT INTO t(v) SELECT hex(randomblob(${50 + i * 40})) FROM (SELECT 1 UNION ALL SELECT 2);`);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      await assertIdentical(cluster, name);
+      for (const r of cluster.replicas) {
+        const rows = await sqlite3(path.join(r.mnt, name), 'SELECT count(*) FROM t;');
+        assert.equal(rows.stdout, '40\n');
+        assert.equal(fs.readFileSync(path.join(r.mnt, '.primary'), 'utf8'), 'primary-host\n');
+        assert.match(fs.readFileSync(path.join(r.mnt, '.lag'), 'utf8'), /^\d+\n$/);
+
+        // Writes fail at once with SQLite's read-only error, in every client.
+        const cli = await sqlite3(path.join(r.mnt, name), 'INSERT INTO t(v) VALUES (1);');
+        assert.notEqual(cli.code, 0);
+        assert.match(cli.stderr, /attempt to write a readonly database/);
+        const py = await python(
+          `import sqlite3, sys\ncon = sqlite3.connect(sys.argv[1], timeout=0)\ntry:\n    con.execute("INSERT INTO t(v) VALUES (1)"); con.commit(); print("wrote")\nexcept sqlite3.OperationalError as e:\n    print(e)\n`,
+          [path.join(r.mnt, name)],
+        );
+        assert.equal(py.stdout, 'attempt to write a readonly database\n', py.stderr);
+        const bsq = new Database(path.join(r.mnt, name), { timeout: 0 });
+        try {
+          assert.throws(() => bsq.prepare('INSERT INTO t(v) VALUES (1)').run(), /attempt to write a readonly database/);
+        } finally {
+          bsq.close();
+        }
+      }
+      assert.ok(!fs.existsSync(path.join(cluster.primary.mnt, '.primary')), 'the primary has no .primary');
+      assert.equal(fs.readFileSync(path.join(cluster.primary.mnt, '.lag'), 'utf8'), '0\n');
+    });
+  }
+
+  test('a database created on the primary appears on replicas; one deleted there is deleted on replicas', async () => {
+    const db = path.join(cluster.primary.mnt, 'born.db');
+    assert.equal((await sqlite3(db, 'CREATE TABLE t(x); INSERT INTO t VALUES (42);')).code, 0);
+    await cluster.waitInSync('born.db');
+    for (const r of cluster.replicas) assert.equal((await sqlite3(path.join(r.mnt, 'born.db'), 'SELECT x FROM t;')).stdout, '42\n');
+
+    fs.unlinkSync(db);
+    const deadline = Date.now() + 10_000;
+    while (cluster.replicas.some((r) => fs.existsSync(path.join(r.mnt, 'born.db')))) {
+      assert.ok(Date.now() < deadline, 'replicas still have born.db');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const r of cluster.replicas) assert.equal(readPos(r, 'born.db'), '');
+    // Replicas cannot create databases of their own.
+    const made = await sqlite3(path.join(cluster.replicas[0]!.mnt, 'mine.db'), 'CREATE TABLE t(x);');
+    assert.notEqual(made.code, 0);
+    assert.ok(!fs.existsSync(path.join(cluster.replicas[0]!.mnt, 'mine.db')));
+  });
+
+  test('10k commits on several databases, random sizes, VACUUMs: replicas end byte-identical', async () => {
+    const names = JOURNAL_MODES.map((m) => `bulk-${m}.db`);
+    const conns = JOURNAL_MODES.map((mode, i) => {
+      const c = new Database(path.join(cluster.primary.mnt, names[i]!));
+      c.pragma(`journal_mode=${mode}`);
+      c.pragma('synchronous=OFF'); // durability is not what this test is about; fsyncs would make it minutes
+      c.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)');
+      return c;
+    });
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let i = 0; i < 10_000; i++) {
+      const c = conns[i % conns.length]!;
+      if (i % 2500 === 2499) {
+        c.exec('DELETE FROM t WHERE id % 3 = 0');
+        c.exec('VACUUM');
+      } else if (rand(10) === 0) {
+        c.prepare('DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 3)').run();
+      } else {
+        c.prepare('INSERT INTO t(v) VALUES (randomblob(?))').run(1 + rand(rand(20) === 0 ? 20_000 : 600));
+      }
+    }
+    for (const c of conns) c.close();
+    for (const name of names) await assertIdentical(cluster, name);
+  });
+});

@@ -1,0 +1,127 @@
+// Several `litefs mount` nodes on 127.0.0.1, each its own process, mount,
+// data dir and port: one static primary and replicas pointed at it.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { MountProcess } from './cli.js';
+import { sleep, sqlite3, tempDirs } from './clients.js';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ClusterNode {
+  name: string;
+  mnt: string;
+  data: string;
+  port: number;
+  url: string;
+  config: string;
+  proc?: MountProcess;
+}
+
+export class Cluster {
+  readonly nodes: ClusterNode[] = [];
+  private readonly dirs = tempDirs('litefs-cluster-');
+
+  get root(): string {
+    return this.dirs.root;
+  }
+
+  get primary(): ClusterNode {
+    return this.nodes[0]!;
+  }
+
+  get replicas(): ClusterNode[] {
+    return this.nodes.slice(1);
+  }
+
+  /** Creates (does not start) a primary and `replicas` replicas; `extra` is appended to every config. */
+  static async create(replicas: number, opts: { extra?: string; dataExtra?: string; primaryExtra?: string } = {}): Promise<Cluster> {
+    const c = new Cluster();
+    const primaryPort = await freePort();
+    for (let i = 0; i <= replicas; i++) {
+      const name = i === 0 ? 'primary' : `replica${i}`;
+      const port = i === 0 ? primaryPort : await freePort();
+      const mnt = path.join(c.root, name, 'mnt');
+      const data = path.join(c.root, name, 'data');
+      fs.mkdirSync(mnt, { recursive: true });
+      fs.mkdirSync(data, { recursive: true });
+      const config = path.join(c.root, `${name}.yml`);
+      fs.writeFileSync(
+        config,
+        `fuse:\n  dir: "${mnt}"\ndata:\n  dir: "${data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${port}"\n` +
+          `lease:\n  type: static\n  hostname: primary-host\n  candidate: ${i === 0}\n  advertise-url: "http://127.0.0.1:${primaryPort}"\n  reconnect-delay: 200ms\n` +
+          `${opts.extra ?? ''}${i === 0 ? (opts.primaryExtra ?? '') : ''}`,
+      );
+      c.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
+    }
+    return c;
+  }
+
+  async start(node: ClusterNode): Promise<MountProcess> {
+    node.proc = await MountProcess.start(node.config, node.mnt);
+    return node.proc;
+  }
+
+  async startAll(): Promise<void> {
+    for (const n of this.nodes) await this.start(n);
+  }
+
+  async stop(node: ClusterNode, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const p = node.proc;
+    node.proc = undefined;
+    if (p) await p.stop(signal);
+  }
+
+  /** Stops every node (by PID), clears mounts a kill left, removes the directories. */
+  async destroy(): Promise<void> {
+    for (const n of [...this.nodes].reverse()) await this.stop(n).catch(() => undefined);
+    this.dirs.cleanup();
+  }
+
+  /** Waits until every replica's `<db>-pos` equals the primary's. */
+  async waitInSync(db: string, timeoutMs = 20_000, replicas = this.replicas.filter((r) => r.proc)): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let want = '';
+    for (;;) {
+      want = readPos(this.primary, db);
+      const got = replicas.map((r) => readPos(r, db));
+      if (want && got.every((g) => g === want)) return want;
+      if (Date.now() > deadline) throw new Error(`replicas did not reach ${db} at ${want}: ${got.join(', ')}`);
+      await sleep(20);
+    }
+  }
+}
+
+export function readPos(node: ClusterNode, db: string): string {
+  try {
+    return fs.readFileSync(path.join(node.mnt, `${db}-pos`), 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** sha256 of a database file read through a node's mount. */
+export function mountedSha256(node: ClusterNode, db: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(path.join(node.mnt, db))).digest('hex');
+}
+
+/** Moves the primary's WAL into its database file, so the file is the whole database. */
+export async function checkpoint(node: ClusterNode, db: string): Promise<void> {
+  const r = await sqlite3(path.join(node.mnt, db), 'PRAGMA busy_timeout=5000; PRAGMA wal_checkpoint(TRUNCATE);');
+  if (r.code !== 0) throw new Error(`checkpoint of ${db}: ${r.stderr}`);
+}
+
+/** Count of log lines matching `re` in a node's output so far. */
+export function countLines(node: ClusterNode, re: RegExp): number {
+  return (node.proc?.output ?? '').split('\n').filter((l) => re.test(l)).length;
+}
