@@ -102,3 +102,50 @@ export function tempDirs(prefix = 'litefs-test-'): { root: string; mnt: string; 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** The sqlite3 CLI held open on one database; each query's output ends at a marker line. */
+export class HeldCli {
+  private buffer = '';
+  private waiting?: (out: string) => void;
+  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.on('data', (d: Buffer) => {
+      this.buffer += d.toString();
+      this.deliver();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      this.buffer += d.toString();
+      this.deliver();
+    });
+  }
+
+  static open(db: string, busyTimeoutMs = 5000): HeldCli {
+    const held = new HeldCli(spawn('sqlite3', ['-batch', db]));
+    held.child.stdin.write(`.timeout ${busyTimeoutMs}\n`);
+    return held;
+  }
+
+  private deliver(): void {
+    const end = this.buffer.indexOf('__END__\n');
+    if (end < 0 || !this.waiting) return;
+    const out = this.buffer.slice(0, end);
+    this.buffer = this.buffer.slice(end + 8);
+    const w = this.waiting;
+    this.waiting = undefined;
+    w(out);
+  }
+
+  /** Runs SQL; resolves with everything it printed (results and errors). */
+  query(sql: string): Promise<string> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.child.stdin.write(`${sql.replace(/\n/g, ' ')}\n.print __END__\n`);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.stdin.end();
+    await exited;
+  }
+}
