@@ -15,7 +15,7 @@ import { ApplyError, type ReceivedTransaction } from '../store/db.js';
 import { writeFully } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
 import { decodeTransactionHeader, TX_HEADER_SIZE } from '../txlog/txfile.js';
-import { decodeHello, decodeSnapshotChunk, decodeWalSegment, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { recordTypeName, decodeHello, decodeSnapshotChunk, decodeWalSegment, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
 
 export interface FollowerOptions {
   store: Store;
@@ -135,16 +135,31 @@ export class Follower extends EventEmitter {
     const reader = new RecordReader();
     for await (const chunk of res.body) {
       reader.push(chunk as Buffer);
-      for (let record = reader.next(); record; record = reader.next()) await this.handle(record);
+      const records: StreamRecord[] = [];
+      for (let record = reader.next(); record; record = reader.next()) records.push(record);
+      for (let i = 0; i < records.length; i++) {
+        // Segments of one database that arrived together apply under one lock hold.
+        let j = i + 1;
+        if (records[i]!.type === RecordType.WalSegment && !this.snapshot) {
+          while (j < records.length && records[j]!.type === RecordType.WalSegment && records[j]!.name === records[i]!.name) j++;
+        }
+        if (j > i + 1) await this.applySegments(records.slice(i, j));
+        else await this.handle(records[i]!);
+        i = j - 1;
+      }
     }
     reader.end();
     throw new Error('the primary closed the stream');
   }
 
-  private async handle(r: StreamRecord): Promise<void> {
+  private noteHeard(r: StreamRecord): void {
     this.lastHeard = Date.now();
     this.transit = Math.max(0, this.lastHeard - r.timestamp);
-    if (this.snapshot && r.type !== RecordType.Snapshot) throw new StreamError(`a ${RecordType[r.type]} record arrived in the middle of the snapshot of ${this.snapshot.name}`);
+  }
+
+  private async handle(r: StreamRecord): Promise<void> {
+    this.noteHeard(r);
+    if (this.snapshot && r.type !== RecordType.Snapshot) throw new StreamError(`a ${recordTypeName(r.type)} record arrived in the middle of the snapshot of ${this.snapshot.name}`);
     switch (r.type) {
       case RecordType.Hello: {
         const hello = decodeHello(r);
@@ -176,19 +191,29 @@ export class Follower extends EventEmitter {
     }
   }
 
-  private async applySegment(r: StreamRecord): Promise<void> {
-    const txs = decodeWalSegment(r);
+  private applySegment(r: StreamRecord): Promise<void> {
+    return this.applySegments([r]);
+  }
+
+  /** WAL_SEGMENT records of one database, in order: decoded and verified, then applied together. */
+  private async applySegments(records: StreamRecord[]): Promise<void> {
     const items: ReceivedTransaction[] = [];
-    let offset = 0;
-    for (const tx of txs) {
-      const size = decodeTransactionHeader(r.payload.subarray(offset, offset + TX_HEADER_SIZE)).fileSize;
-      items.push({ tx, bytes: r.payload.subarray(offset, offset + size) });
-      offset += size;
+    for (const r of records) {
+      this.noteHeard(r);
+      const txs = decodeWalSegment(r);
+      let offset = 0;
+      for (const tx of txs) {
+        const size = decodeTransactionHeader(r.payload.subarray(offset, offset + TX_HEADER_SIZE)).fileSize;
+        items.push({ tx, bytes: r.payload.subarray(offset, offset + size) });
+        offset += size;
+      }
     }
-    const db = this.opts.store.dbs.get(r.name) ?? (txs[0]?.minTxid === 1 ? this.opts.store.replicaDatabase(r.name) : undefined);
-    if (!db) throw new ApplyError(`database ${r.name}: transaction ${r.minTxid} for a database this replica does not have`);
+    const name = records[0]!.name;
+    const first = items[0]?.tx;
+    const db = this.opts.store.dbs.get(name) ?? (first?.minTxid === 1 ? this.opts.store.replicaDatabase(name) : undefined);
+    if (!db) throw new ApplyError(`database ${name}: transaction ${first?.minTxid} for a database this replica does not have`);
     await db.applyTransactions(items);
-    this.stats.transactions += txs.length;
+    this.stats.transactions += items.length;
     this.publishLag();
   }
 

@@ -385,7 +385,7 @@ export class DB extends EventEmitter {
     const at = this.streamPosition;
     if (first.minTxid !== at.txid + 1 || first.preApplyChecksum !== at.checksum) {
       throw new ApplyError(
-        `database ${this.name}: transaction ${first.minTxid} starts at ${formatPosition(first.minTxid - 1, first.preApplyChecksum)}, the replica is at ${formatPosition(at.txid, at.checksum)}`,
+        `database ${this.name}: transaction ${first.minTxid} has pre-apply position ${formatPosition(first.minTxid - 1, first.preApplyChecksum)}, the replica is at ${formatPosition(at.txid, at.checksum)}`,
       );
     }
     const writer = this.writerFor();
@@ -396,6 +396,14 @@ export class DB extends EventEmitter {
       for (const { tx, bytes } of items) {
         // Checked before anything is written: a record that does not lead to
         // its own post-apply checksum leaves the files as they were.
+        if (this.pageSize && tx.pageSize !== this.pageSize && tx.minTxid !== 1) {
+          // A new page size rewrites every page (VACUUM): a transaction with fewer would leave a malformed file.
+          const lockPage = lockPageNumber(tx.pageSize);
+          const needed = tx.commitSize - (lockPage <= tx.commitSize ? 1 : 0);
+          if (tx.pages.length !== needed) {
+            throw new ApplyError(`database ${this.name}: transaction ${tx.maxTxid} changes the page size from ${this.pageSize} to ${tx.pageSize} but holds ${tx.pages.length} of ${needed} pages`);
+          }
+        }
         if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
         for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
         this.checksums.truncate(tx.commitSize);
