@@ -29,4 +29,4 @@ fi
 [ -f build/Release/litefs_fuse.node ] || sh etc/build-native.sh
 npx tsc -p .
 # The example config mounts under the repository.
-mkdir -p .litefs/mnt .litefs/data
+mkdir -p .litefs/mnt .litefs/data .litefs/node1/mnt .litefs/node2/mnt .litefs/node3/mnt
