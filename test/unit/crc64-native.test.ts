@@ -14,6 +14,7 @@ import {
   pageChecksumsXor,
 } from '../../src/txlog/checksum.js';
 import { lockPageNumber } from '../../src/sqlite/dbheader.js';
+import { rng, randomBytes } from '../support/random.js';
 
 /**
  * The addon's raw functions, loaded directly to reach its argument checks and
@@ -31,23 +32,6 @@ interface CrcAddon {
 const addon = createRequire(import.meta.url)(
   fileURLToPath(new URL('../../../build/Release/litefs_crc.node', import.meta.url)),
 ) as CrcAddon;
-
-/** Deterministic pseudo-random numbers (xorshift32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
-}
-
-function randomBytes(random: () => number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) out[i] = Math.floor(random() * 256);
-  return out;
-}
 
 function randomSeed(random: () => number): bigint {
   return (BigInt(Math.floor(random() * 2 ** 32)) << 32n) | BigInt(Math.floor(random() * 2 ** 32));

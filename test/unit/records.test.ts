@@ -18,17 +18,7 @@ import { lockPageNumber } from '../../src/sqlite/dbheader.js';
 import {
   buildStreamVectors, DB, describeVector, HELLO_INFO, PAGE_SIZE, vectorDatabase, vectorPage, VECTORS_DIR,
 } from '../vectors/make-stream-vectors.js';
-
-/** Deterministic pseudo-random numbers (xorshift32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
-}
+import { rng } from '../support/random.js';
 
 /** All records of a byte string, fed in one piece; end() must accept it. */
 function readAll(bytes: Buffer): StreamRecord[] {

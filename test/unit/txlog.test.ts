@@ -17,6 +17,7 @@ import {
   decodeTransaction, decodeTransactionHeader, encodeTransaction, parseTransactionFileName, transactionFileName,
   TX_HEADER_SIZE, TxFileError, verifyChain, type TransactionFile,
 } from '../../src/txlog/txfile.js';
+import { rng, randomBytes } from '../support/random.js';
 
 const VECTORS_DIR = fileURLToPath(new URL('../../../test/vectors/', import.meta.url));
 
@@ -29,23 +30,6 @@ function referenceCrc64(data: Uint8Array): bigint {
     for (let bit = 0; bit < 8; bit++) crc = crc & 1n ? (crc >> 1n) ^ 0xd800000000000000n : crc >> 1n;
   }
   return crc ^ mask;
-}
-
-/** Deterministic pseudo-random numbers (xorshift32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
-}
-
-function randomBytes(random: () => number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) out[i] = Math.floor(random() * 256);
-  return out;
 }
 
 /** The vectors' page content: byte i of page pgno. */
