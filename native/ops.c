@@ -246,19 +246,12 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 
 /* Does this write end exactly at the end of a WAL frame whose header marks
  * a commit? Then the transaction is complete in the WAL: ask JavaScript. */
-static int check_wal_commit(lfs_handle *h, const char *buf, size_t size, off_t off) {
+/* The WAL's page size, from the header SQLite wrote (kept per file). */
+static uint32_t wal_page_size(lfs_handle *h) {
   lfs_file *f = h->file;
   uint8_t hdr[32];
-  uint32_t ps;
-  if (off == 0 && size >= 32) {
-    ps = be32((const uint8_t *)buf + 8);
-    pthread_mutex_lock(&f->mu);
-    f->wal_page_size = ps;
-    pthread_mutex_unlock(&f->mu);
-    return 0; /* a new WAL header: no frame ends here */
-  }
   pthread_mutex_lock(&f->mu);
-  ps = f->wal_page_size;
+  uint32_t ps = f->wal_page_size;
   pthread_mutex_unlock(&f->mu);
   if (ps == 0) {
     if (pread(h->fd, hdr, 32, 0) != 32) return 0;
@@ -267,7 +260,31 @@ static int check_wal_commit(lfs_handle *h, const char *buf, size_t size, off_t o
     f->wal_page_size = ps;
     pthread_mutex_unlock(&f->mu);
   }
-  if (ps < 512 || ps > 65536) return 0;
+  return ps >= 512 && ps <= 65536 ? ps : 0;
+}
+
+static int ask_wal_commit(lfs_file *f, uint64_t start, uint64_t frame, uint32_t commit, uint32_t ps) {
+  lfs_event ev = {.type = LFS_EV_WAL_COMMIT,
+                  .path = f->path,
+                  .offset = (int64_t)start,
+                  .length = (int64_t)frame,
+                  .arg = commit,
+                  .page_size = ps};
+  return lfs_event_ask(&ev);
+}
+
+/* Does this write end exactly at the end of a WAL frame whose header marks
+ * a commit? Then the transaction is complete in the WAL: ask JavaScript. */
+static int check_wal_commit(lfs_handle *h, const char *buf, size_t size, off_t off) {
+  lfs_file *f = h->file;
+  if (off == 0 && size >= 32) {
+    pthread_mutex_lock(&f->mu);
+    f->wal_page_size = be32((const uint8_t *)buf + 8);
+    pthread_mutex_unlock(&f->mu);
+    return 0; /* a new WAL header: no frame ends here */
+  }
+  uint32_t ps = wal_page_size(h);
+  if (ps == 0) return 0;
   uint64_t frame = 24 + (uint64_t)ps, end = (uint64_t)off + size;
   if (end < 32 + frame || (end - 32) % frame != 0) return 0;
   uint64_t start = end - frame;
@@ -279,13 +296,28 @@ static int check_wal_commit(lfs_handle *h, const char *buf, size_t size, off_t o
   }
   uint32_t commit = be32(fh + 4);
   if (commit == 0) return 0;
-  lfs_event ev = {.type = LFS_EV_WAL_COMMIT,
-                  .path = f->path,
-                  .offset = (int64_t)start,
-                  .length = (int64_t)frame,
-                  .arg = commit,
-                  .page_size = ps};
-  return lfs_event_ask(&ev);
+  return ask_wal_commit(f, start, frame, commit, ps);
+}
+
+/* When a transaction rewrote a frame it had spilled to the WAL earlier,
+ * SQLite fixes the frames' checksums only after writing the commit frame,
+ * rewriting each frame header (24 bytes) in place, the commit frame's last.
+ * Called before the write: is this that last rewrite? It is when a commit
+ * frame header goes over one for the same page and size whose salts are
+ * this WAL's or zero (SQLite leaves them zero until the rewrite); a new
+ * frame in a reused WAL overwrites one with an older WAL's salts, and a new
+ * frame at the end overwrites nothing. */
+static int is_commit_checksum_rewrite(lfs_handle *h, const char *buf, size_t size, off_t off) {
+  if (size != 24 || off < 32) return 0;
+  uint32_t ps = wal_page_size(h);
+  if (ps == 0 || ((uint64_t)off - 32) % (24 + (uint64_t)ps) != 0) return 0;
+  if (be32((const uint8_t *)buf + 4) == 0) return 0; /* not a commit frame */
+  uint8_t old[24];
+  static const uint8_t no_salts[8];
+  if (pread(h->fd, old, 24, off) != 24) return 0;
+  if (memcmp(old, buf, 8) != 0) return 0; /* another page or size: a new frame */
+  /* Frames written while a rewrite is pending carry zero salts until it. */
+  return memcmp(old + 8, buf + 8, 8) == 0 || memcmp(old + 8, no_salts, 8) == 0;
 }
 
 /* Watch the journal's first header: the magic makes it live, zeros over a
@@ -310,6 +342,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
   lfs_file *f = h->file;
   uint32_t fl = flags_of(f);
   if ((fl & LFS_READONLY) && !from_daemon()) return -EROFS;
+  int recksum = (fl & LFS_WAL) && is_commit_checksum_rewrite(h, buf, size, off);
   size_t done = 0;
   while (done < size) {
     ssize_t n = pwrite(h->fd, buf + done, size - done, off + (off_t)done);
@@ -322,7 +355,12 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
   if (fl & LFS_DIRTY) lfs_file_record_dirty(f, off, size);
   int err = 0;
   if (fl & LFS_JOURNAL) err = check_journal_header(f, buf, size, off);
-  if (!err && (fl & LFS_WAL)) err = check_wal_commit(h, buf, size, off);
+  if (!err && recksum) {
+    uint32_t ps = wal_page_size(h);
+    err = ask_wal_commit(f, (uint64_t)off, 24 + (uint64_t)ps, be32((const uint8_t *)buf + 4), ps);
+  } else if (!err && (fl & LFS_WAL)) {
+    err = check_wal_commit(h, buf, size, off);
+  }
   return err ? err : (int)size;
 }
 

@@ -95,6 +95,8 @@ export class DB extends EventEmitter {
   private wal?: WalCursor;
   private dbSyncedSinceCommit = false;
   private walFd?: number;
+  /** The end of a commit frame whose checksums SQLite is about to rewrite (see walCommit). */
+  private pendingRecksum?: number;
   private restoredChecksum = 0n; // the log's, while the files do not yet say more
   role: Role = 'primary';
   /** Why the files do not match the log, when recovery found they do not; cleared by repair or a snapshot. */
@@ -214,13 +216,24 @@ export class DB extends EventEmitter {
     const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
     const scan = scanWalFrames(header, bytes.subarray(0, n), firstFrame, this.wal.seed);
     const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
+    for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
+    this.wal.frameEnd = WAL_HEADER_SIZE + scan.committedFrameEnd * frameSize;
+    this.wal.seed = scan.checksum;
     if (scan.committedFrameEnd !== endFrame) {
+      if (this.pendingRecksum === undefined && (scan.stop === 'checksum-mismatch' || scan.stop === 'salt-mismatch')) {
+        // A transaction that rewrote a page it had spilled to the WAL: SQLite
+        // fixes the frames' checksums and salts right after this write, and
+        // the native layer reports the rewrite of the commit frame's header;
+        // the transaction is recorded then, before the commit returns.
+        this.pendingRecksum = end;
+        this.ctx.log.debug({ db: this.name, frame: scan.validFrameEnd }, 'WAL checksums are rewritten after this commit frame; recording at the rewrite');
+        return scan.transactions.length ? this.afterCommit() : undefined;
+      }
+      this.pendingRecksum = undefined;
       this.ctx.log.error({ db: this.name, stop: scan.stop, frame: scan.validFrameEnd }, 'WAL frames do not verify up to the commit; refusing the commit');
       return 'EIO';
     }
-    for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
-    this.wal.frameEnd = end;
-    this.wal.seed = scan.checksum;
+    this.pendingRecksum = undefined;
     return this.afterCommit();
   }
 
