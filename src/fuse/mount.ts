@@ -62,6 +62,8 @@ export interface FileControl {
   setVirtualFile(name: string, content: string | Buffer | null, mtime?: Date): void;
   /** Units written to a dirtyPages file since the last call (numbered from 1, in pageSize units). */
   takeDirtyPages(name: string): Uint32Array;
+  /** Drops the kernel's cached pages and attributes of a file (once mounted). */
+  invalidate(name: string): Promise<void>;
 }
 
 export const fileControl: FileControl = {
@@ -78,6 +80,9 @@ export const fileControl: FileControl = {
   },
   takeDirtyPages(name) {
     return native().takeDirtyPages('/' + name);
+  },
+  async invalidate(name) {
+    await native().invalidate('/' + name, false);
   },
 };
 

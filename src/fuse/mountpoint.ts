@@ -47,6 +47,9 @@ export function prepareMountPoint(mountDir: string, dataDir: string): { mountDir
   try {
     const st = fs.statSync(dir);
     if (!st.isDirectory()) throw new MountError(`cannot mount ${dir}: not a directory`);
+    // stat may answer from the kernel's attribute cache for a second after
+    // the daemon died; statfs always asks the daemon.
+    if (mountPoints().has(dir)) fs.statfsSync(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {

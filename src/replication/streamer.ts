@@ -176,7 +176,19 @@ class Subscriber {
 
   private async sendSnapshot(db: DB, why: string, at: Position): Promise<void> {
     const started = Date.now();
-    const image = await takeSnapshot(db, path.join(this.opts.mountDir, db.name));
+    // Reading a large database takes seconds: heartbeats keep the replica from taking the silence for a dead primary.
+    const keepAlive = setInterval(() => {
+      if (!this.closed && this.res.writableLength === 0) {
+        this.lastWrite = Date.now();
+        this.res.write(heartbeatRecord());
+      }
+    }, this.opts.heartbeatMs);
+    let image;
+    try {
+      image = await takeSnapshot(db, path.join(this.opts.mountDir, db.name));
+    } finally {
+      clearInterval(keepAlive);
+    }
     for (const record of snapshotRecords(db.name, image, this.opts.compress)) await this.write(record);
     this.sent.set(db.name, image.txid);
     this.opts.log.info(

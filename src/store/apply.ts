@@ -15,13 +15,12 @@ import { PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
 import { lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
+import type { FileControl } from '../fuse/index.js';
 
 /** WRITE, CKPT, RECOVER and the five READ locks: bytes 120..127 of the -shm. */
 const WAL_LOCK_BYTES = 8;
 /** PENDING, RESERVED and the SHARED range are one run of bytes. */
 const ROLLBACK_LOCK_BYTES = SHARED_FIRST + SHARED_SIZE - PENDING_BYTE;
-/** Copy size for a whole-database write (a snapshot). */
-const COPY_CHUNK = 1024 * 1024;
 /** A lock still not granted after this long is reported (once per wait). */
 const SLOW_LOCK_MS = 5000;
 
@@ -34,11 +33,15 @@ export interface PageWrite {
 export class DatabaseWriter {
   private db?: fsp.FileHandle;
   private shm?: fsp.FileHandle;
+  /** The database file's size as this writer left it (-1: ask the file), saving an fstat per apply. */
+  private size = -1;
 
   constructor(
+    readonly name: string,
     readonly mountedPath: string,
     readonly backingPath: string,
     private readonly log: Logger,
+    private readonly files: FileControl,
   ) {}
 
   /** Is the database (as it is on disk now) in WAL mode? Read from the header's version bytes. */
@@ -108,30 +111,31 @@ export class DatabaseWriter {
       while (j < pages.length && pages[j]!.pgno === pages[j - 1]!.pgno + 1) j++;
       const run = pages.slice(i, j).map((p) => p.data);
       const offset = (pages[i]!.pgno - 1) * pageSize;
-      writeFully(fd, run.length === 1 ? run[0]! : Buffer.concat(run), offset);
+      const bytes = run.length === 1 ? run[0]! : Buffer.concat(run);
+      writeFully(fd, bytes, offset);
+      if (this.size >= 0) this.size = Math.max(this.size, offset + bytes.length);
       i = j;
     }
   }
 
-  /** Copies a whole database image from a file beside the mount. */
-  async copyFrom(file: string, size: number): Promise<void> {
-    const src = await fsp.open(file, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(COPY_CHUNK);
-      for (let offset = 0; offset < size; offset += COPY_CHUNK) {
-        const n = Math.min(COPY_CHUNK, size - offset);
-        const { bytesRead } = await src.read(buf, 0, n, offset);
-        if (bytesRead !== n) throw new Error(`snapshot file ${file}: short read at ${offset}`);
-        await this.db!.write(buf, 0, n, offset);
-      }
-    } finally {
-      await src.close();
-    }
+  /**
+   * Replaces the whole database with an image from a file beside the mount:
+   * copied in place in the backing file (the kernel's copy, no FUSE round
+   * trips), then the kernel's cached pages of the database are dropped
+   * (DESIGN.md step 6, way (b)). The -shm header comes after, through the
+   * mount (finishWalState), so no reader re-reads before the pages changed.
+   */
+  async replaceFrom(file: string): Promise<void> {
+    fs.copyFileSync(file, this.backingPath);
+    this.size = -1;
+    await this.files.invalidate(this.name);
   }
 
   /** Cuts the database file to `size` bytes when it is longer. */
   truncate(size: number): void {
-    if (fs.fstatSync(this.db!.fd).size > size) fs.ftruncateSync(this.db!.fd, size);
+    if (this.size < 0) this.size = fs.fstatSync(this.db!.fd).size;
+    if (this.size > size) fs.ftruncateSync(this.db!.fd, size);
+    this.size = Math.min(this.size, size);
   }
 
   /**
@@ -171,6 +175,7 @@ export class DatabaseWriter {
     await this.db?.close().catch(() => undefined);
     await this.shm?.close().catch(() => undefined);
     this.db = this.shm = undefined;
+    this.size = -1;
   }
 }
 

@@ -382,7 +382,7 @@ export class DB extends EventEmitter {
 
   private writerFor(): DatabaseWriter {
     if (!this.ctx.mountDir) throw new ApplyError(`database ${this.name}: the mount is not serving yet`);
-    this.writer ??= new DatabaseWriter(path.join(this.ctx.mountDir, this.name), this.file, this.ctx.log);
+    this.writer ??= new DatabaseWriter(this.name, path.join(this.ctx.mountDir, this.name), this.file, this.ctx.log, this.ctx.files);
     return this.writer;
   }
 
@@ -450,9 +450,7 @@ export class DB extends EventEmitter {
       fs.closeSync(fd);
       const walAfter = head[18] === 2 && head[19] === 2;
       if (walAfter) await writer.prepareWal();
-      const size = at.commitSize * at.pageSize;
-      await writer.copyFrom(image, size);
-      writer.truncate(size);
+      await writer.replaceFrom(image);
       writer.finishWalState(walAfter, at.commitSize, at.pageSize);
       this.log.reset(at);
       this.checksums = checksums;

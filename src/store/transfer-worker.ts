@@ -44,7 +44,9 @@ async function restore(from: string, to: string): Promise<void> {
 const job = workerData as Job;
 try {
   const result = job.op === 'restore' ? await restore(job.from, job.to) : run(job);
-  parentPort!.postMessage({ ok: true, result });
+  // A serialized database moves to the main thread without a copy.
+  const transfer = result instanceof Uint8Array ? [result.buffer as ArrayBuffer] : [];
+  parentPort!.postMessage({ ok: true, result }, transfer);
 } catch (err) {
   parentPort!.postMessage({ ok: false, error: (err as Error).message });
 }

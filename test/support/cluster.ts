@@ -4,7 +4,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { MountProcess } from './cli.js';
+import { mountPoints } from '../../src/fuse/mountpoint.js';
 import { sleep, sqlite3, tempDirs } from './clients.js';
 
 export async function freePort(): Promise<number> {
@@ -84,7 +86,11 @@ export class Cluster {
 
   /** Stops every node (by PID), clears mounts a kill left, removes the directories. */
   async destroy(): Promise<void> {
-    for (const n of [...this.nodes].reverse()) await this.stop(n).catch(() => undefined);
+    for (const n of [...this.nodes].reverse()) {
+      await this.stop(n).catch(() => undefined);
+      // A node that did not stop cleanly (killed, or a test that failed) may leave its mount.
+      if (mountPoints().has(n.mnt)) spawnSync('fusermount3', ['-u', '-z', n.mnt]);
+    }
     this.dirs.cleanup();
   }
 
