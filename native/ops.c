@@ -302,12 +302,12 @@ static int check_wal_commit(lfs_handle *h, const char *buf, size_t size, off_t o
 /* When a transaction rewrote a frame it had spilled to the WAL earlier,
  * SQLite fixes the frames' checksums only after writing the commit frame,
  * rewriting each frame header (24 bytes) in place, the commit frame's last.
- * Called before the write: is this that last rewrite? It is when a commit
+ * Called before the write: is this that last rewrite (then: the page size)? It is when a commit
  * frame header goes over one for the same page and size whose salts are
  * this WAL's or zero (SQLite leaves them zero until the rewrite); a new
  * frame in a reused WAL overwrites one with an older WAL's salts, and a new
  * frame at the end overwrites nothing. */
-static int is_commit_checksum_rewrite(lfs_handle *h, const char *buf, size_t size, off_t off) {
+static uint32_t commit_checksum_rewrite(lfs_handle *h, const char *buf, size_t size, off_t off) {
   if (size != 24 || off < 32) return 0;
   uint32_t ps = wal_page_size(h);
   if (ps == 0 || ((uint64_t)off - 32) % (24 + (uint64_t)ps) != 0) return 0;
@@ -317,7 +317,7 @@ static int is_commit_checksum_rewrite(lfs_handle *h, const char *buf, size_t siz
   if (pread(h->fd, old, 24, off) != 24) return 0;
   if (memcmp(old, buf, 8) != 0) return 0; /* another page or size: a new frame */
   /* Frames written while a rewrite is pending carry zero salts until it. */
-  return memcmp(old + 8, buf + 8, 8) == 0 || memcmp(old + 8, no_salts, 8) == 0;
+  return memcmp(old + 8, buf + 8, 8) == 0 || memcmp(old + 8, no_salts, 8) == 0 ? ps : 0;
 }
 
 /* Watch the journal's first header: the magic makes it live, zeros over a
@@ -342,7 +342,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
   lfs_file *f = h->file;
   uint32_t fl = flags_of(f);
   if ((fl & LFS_READONLY) && !from_daemon()) return -EROFS;
-  int recksum = (fl & LFS_WAL) && is_commit_checksum_rewrite(h, buf, size, off);
+  uint32_t recksum_ps = (fl & LFS_WAL) ? commit_checksum_rewrite(h, buf, size, off) : 0;
   size_t done = 0;
   while (done < size) {
     ssize_t n = pwrite(h->fd, buf + done, size - done, off + (off_t)done);
@@ -355,9 +355,8 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
   if (fl & LFS_DIRTY) lfs_file_record_dirty(f, off, size);
   int err = 0;
   if (fl & LFS_JOURNAL) err = check_journal_header(f, buf, size, off);
-  if (!err && recksum) {
-    uint32_t ps = wal_page_size(h);
-    err = ask_wal_commit(f, (uint64_t)off, 24 + (uint64_t)ps, be32((const uint8_t *)buf + 4), ps);
+  if (!err && recksum_ps) {
+    err = ask_wal_commit(f, (uint64_t)off, 24 + (uint64_t)recksum_ps, be32((const uint8_t *)buf + 4), recksum_ps);
   } else if (!err && (fl & LFS_WAL)) {
     err = check_wal_commit(h, buf, size, off);
   }

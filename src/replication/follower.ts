@@ -14,8 +14,7 @@ import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/db.js';
 import { writeFully } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
-import { decodeTransactionHeader, TX_HEADER_SIZE } from '../txlog/txfile.js';
-import { recordTypeName, decodeHello, decodeSnapshotChunk, decodeWalSegment, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { recordTypeName, decodeHello, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
 
 export interface FollowerOptions {
   store: Store;
@@ -200,13 +199,7 @@ export class Follower extends EventEmitter {
     const items: ReceivedTransaction[] = [];
     for (const r of records) {
       this.noteHeard(r);
-      const txs = decodeWalSegment(r);
-      let offset = 0;
-      for (const tx of txs) {
-        const size = decodeTransactionHeader(r.payload.subarray(offset, offset + TX_HEADER_SIZE)).fileSize;
-        items.push({ tx, bytes: r.payload.subarray(offset, offset + size) });
-        offset += size;
-      }
+      items.push(...decodeWalSegmentFiles(r));
     }
     const name = records[0]!.name;
     const first = items[0]?.tx;

@@ -467,23 +467,29 @@ export function decodeHello(r: StreamRecord): HelloInfo {
 
 /** Decodes and verifies the transaction files of a WAL_SEGMENT: each file, the chain, and agreement with the header. */
 export function decodeWalSegment(r: StreamRecord): TransactionFile[] {
+  return decodeWalSegmentFiles(r).map((f) => f.tx);
+}
+
+/** decodeWalSegment, keeping each transaction file's bytes as they came (a replica logs them unchanged). */
+export function decodeWalSegmentFiles(r: StreamRecord): { tx: TransactionFile; bytes: Buffer }[] {
   const fail: Fail = failFor(r);
   if (r.type !== RecordType.WalSegment) fail('not a WAL_SEGMENT record');
-  const files: TransactionFile[] = [];
+  const files: { tx: TransactionFile; bytes: Buffer }[] = [];
   try {
     for (let offset = 0; offset < r.payload.length;) {
       const rest = r.payload.subarray(offset);
       const { fileSize } = decodeTransactionHeader(rest, `at payload offset ${offset}`);
-      const tx = decodeTransaction(rest.subarray(0, fileSize));
-      if (files.length > 0) verifyChain(files[files.length - 1], tx);
-      files.push(tx);
+      const bytes = rest.subarray(0, fileSize);
+      const tx = decodeTransaction(bytes);
+      if (files.length > 0) verifyChain(files[files.length - 1]!.tx, tx);
+      files.push({ tx, bytes });
       offset += fileSize;
     }
   } catch (err) {
     if (err instanceof TxFileError) fail(err.message);
     throw err;
   }
-  checkSegmentAgainstHeader(r, files, fail);
+  checkSegmentAgainstHeader(r, files.map((f) => f.tx), fail);
   return files;
 }
 

@@ -161,17 +161,13 @@ class Subscriber {
       return;
     }
     const next = at.txid > 0 && at.txid < mine.txid ? db.log.indexOf(at.txid + 1) : -1;
-    if (next >= 0 && this.preApplyChecksum(db, db.log.list[next]!) === at.checksum) {
+    if (next >= 0 && db.log.readHeader(db.log.list[next]!).preApplyChecksum === at.checksum) {
       this.sent.set(db.name, at.txid);
       await this.sendFrom(db, at.txid + 1);
       return;
     }
     const why = at.txid === 0 ? 'new replica' : at.txid > mine.txid ? 'replica is ahead' : next < 0 ? 'log no longer covers the replica' : 'checksum differs';
     await this.sendSnapshot(db, why, at);
-  }
-
-  private preApplyChecksum(db: DB, entry: LogEntry): bigint {
-    return decodeTransactionHeader(db.log.readEncoded([entry]).subarray(0, TX_HEADER_SIZE)).preApplyChecksum;
   }
 
   private async sendSnapshot(db: DB, why: string, at: Position): Promise<void> {

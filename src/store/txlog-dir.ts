@@ -6,7 +6,7 @@
 // here at ~0.4 ms a commit, more than the whole FUSE round trip.
 import fs from 'node:fs';
 import path from 'node:path';
-import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile } from '../txlog/txfile.js';
+import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile, type TransactionHeader } from '../txlog/txfile.js';
 
 /** Where one transaction file sits in the log. */
 export interface LogEntry {
@@ -122,6 +122,11 @@ export class TransactionLog {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** The header of one entry's transaction file, without reading its body. */
+  readHeader(entry: LogEntry): TransactionHeader {
+    return decodeTransactionHeader(this.readEncoded([{ ...entry, length: TX_HEADER_SIZE }]), `${path.basename(entry.segment)}@${entry.offset}`);
   }
 
   /** Index of the entry whose first TXID is `txid`, or -1 (binary search: entries ascend). */
