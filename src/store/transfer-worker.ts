@@ -1,8 +1,8 @@
-// Worker thread for export and import. They use SQLite itself (better-sqlite3)
-// on the mounted path, so SQLite's own locks make them consistent, and a
-// commit they cause is captured like any application's. A worker, because
-// the main thread must stay free to answer the mount's commit events.
-import { parentPort, workerData } from 'node:worker_threads';
+// Child process for export, import and snapshots. They use SQLite itself
+// (better-sqlite3) on the mounted path, so SQLite's own locks make them
+// consistent, and a commit they cause is captured like any application's.
+// Another process, because the mount's own process must neither wait on it
+// nor map its files (see transfer.ts).
 import Database from 'better-sqlite3';
 
 type Job = { op: 'export'; path: string } | { op: 'check'; path: string } | { op: 'restore'; from: string; to: string };
@@ -41,12 +41,11 @@ async function restore(from: string, to: string): Promise<void> {
   }
 }
 
-const job = workerData as Job;
-try {
-  const result = job.op === 'restore' ? await restore(job.from, job.to) : run(job);
-  // A serialized database moves to the main thread without a copy.
-  const transfer = result instanceof Uint8Array ? [result.buffer as ArrayBuffer] : [];
-  parentPort!.postMessage({ ok: true, result }, transfer);
-} catch (err) {
-  parentPort!.postMessage({ ok: false, error: (err as Error).message });
-}
+process.once('message', async (job: Job) => {
+  try {
+    const result = job.op === 'restore' ? await restore(job.from, job.to) : run(job);
+    process.send!({ ok: true, result }, () => process.exit(0));
+  } catch (err) {
+    process.send!({ ok: false, error: (err as Error).message }, () => process.exit(0));
+  }
+});

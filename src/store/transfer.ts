@@ -3,18 +3,33 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { decodePageSize, isSqliteHeader, isValidPageSize } from '../sqlite/dbheader.js';
 
 export class ImportError extends Error {}
 
+/**
+ * Runs a job in a child process. Not a worker thread: SQLite maps the -shm
+ * of the database it opens, and a page fault on a mapping of this process's
+ * own mount can deadlock the process (the faulting thread holds the memory
+ * map lock that the threads answering FUSE requests then need).
+ */
 function inWorker<T>(job: object): Promise<T> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./transfer-worker.js', import.meta.url), { workerData: job });
-    worker.once('message', (msg: { ok: boolean; result?: T; error?: string }) => (msg.ok ? resolve(msg.result as T) : reject(new Error(msg.error))));
-    worker.once('error', reject);
-    worker.once('exit', (code) => code !== 0 && reject(new Error(`transfer worker exited with ${code}`)));
+    const child = fork(fileURLToPath(new URL('./transfer-worker.js', import.meta.url)), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let settled = false;
+    child.once('message', (msg: { ok: boolean; result?: T; error?: string }) => {
+      settled = true;
+      if (msg.ok) resolve(msg.result as T);
+      else reject(new Error(msg.error));
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (!settled) reject(new Error(`transfer process exited with ${code}`));
+    });
+    child.send(job);
   });
 }
 
