@@ -15,18 +15,21 @@ import { startHttpServer } from './http/server.js';
 import { runExec, type SupervisedApp } from './cli/exec.js';
 import { Streamer } from './replication/streamer.js';
 import { Follower } from './replication/follower.js';
-import type { Role } from './store/db.js';
+import { ClusterIdFile, createLeaser, NodeLifecycle, type PrimaryInfo } from './lease/index.js';
+import { parseHostPort } from './config/index.js';
 
-/** The role a static lease gives: `candidate: true` is the primary. */
-function staticRole(config: Config): Role {
-  if (config.lease.type !== 'static') {
-    throw new Error(`lease.type "${config.lease.type}" is not supported yet; use "static" (candidate: true on the primary, false on replicas)`);
+/** This node as the lease names a primary. A static replica's lease config names the primary, not itself. */
+function selfInfo(config: Config): PrimaryInfo {
+  if (config.lease.type === 'static' && !config.lease.candidate) {
+    const hostname = os.hostname();
+    return { hostname, advertiseUrl: `http://${hostname}:${parseHostPort(config.http.addr)?.port ?? 20202}` };
   }
-  return config.lease.candidate ? 'primary' : 'replica';
+  return { hostname: config.lease.hostname || os.hostname(), advertiseUrl: config.lease.advertiseUrl };
 }
 
 export interface RunningNode {
   store: Store;
+  lifecycle: NodeLifecycle;
   fuse: FuseMount;
   httpUrl: string;
   /** Resolves with the exit code when the node has stopped. */
@@ -47,13 +50,14 @@ function nodeId(dataDir: string): bigint {
 }
 
 export async function startNode(config: Config, log: Logger): Promise<RunningNode> {
-  const role = staticRole(config);
   fs.mkdirSync(config.data.dir, { recursive: true });
   const scratchDir = path.join(config.data.dir, 'tmp');
   fs.rmSync(scratchDir, { recursive: true, force: true }); // half-received snapshots of an earlier run
-  const hostname = config.lease.hostname || os.hostname();
+  const self = selfInfo(config);
+  const hostname = self.hostname;
+  // Every node starts as a replica: it becomes primary by taking the lease.
   const store = new Store({
-    role,
+    role: 'replica',
     dataDir: config.data.dir,
     files: fileControl,
     log,
@@ -85,13 +89,28 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   log.info({ dir: fuse.dir }, 'mounted');
   log.info({ dir: config.data.dir }, 'data directory');
   store.setMountDir(fuse.dir);
-  log.info({ role, lease: config.lease.type, ...(role === 'replica' ? { primary: config.lease.advertiseUrl } : {}) }, 'role');
   fileControl.setVirtualFile('.lag', '0\n');
-  const streamer = role === 'primary' ? new Streamer({ store, log, mountDir: fuse.dir, compress: config.data.compress, heartbeatMs: 1000, hello: () => ({ version: 1, hostname, advertiseUrl: config.lease.advertiseUrl, nodeId: store.nodeIdHex, heartbeatMs: 1000 }) }) : undefined;
-  const follower =
-    role === 'replica'
-      ? new Follower({ store, files: fileControl, log, primaryUrl: config.lease.advertiseUrl, hostname: os.hostname(), reconnectDelay: config.lease.reconnectDelay, scratchDir })
-      : undefined;
+  const clusterIds = new ClusterIdFile(config.data.dir);
+  const streamer = new Streamer({
+    store, log, mountDir: fuse.dir, compress: config.data.compress, heartbeatMs: 1000,
+    hello: () => ({ version: 1, hostname, advertiseUrl: self.advertiseUrl, nodeId: store.nodeIdHex, clusterId: clusterIds.read(), heartbeatMs: 1000 }),
+  });
+  const leaser = createLeaser(config.lease, self, log);
+  log.info({ lease: config.lease.type, backend: leaser.describe, candidate: config.lease.candidate }, 'lease');
+  const lifecycle = new NodeLifecycle({
+    leaser, store, streamer, log, self, clusterIds,
+    candidate: config.lease.candidate,
+    promoteWhenReady: config.lease.promote,
+    reconnectDelay: config.lease.reconnectDelay,
+    demoteDelay: config.lease.demoteDelay,
+    newFollower: (primaryUrl) =>
+      new Follower({ store, files: fileControl, log, primaryUrl, hostname, nodeId: store.nodeIdHex, clusterId: () => clusterIds.read(), reconnectDelay: config.lease.reconnectDelay, scratchDir }),
+  });
+  lifecycle.on('role', (role: string) => {
+    log.info({ role }, 'role');
+    if (role === 'primary') fileControl.setVirtualFile('.lag', '0\n');
+  });
+  lifecycle.on('fatal', () => void stop(1));
 
   const stopOnError = async () => {
     log.fatal({ code: 99 }, 'exiting after a commit path error (exit-on-error)');
@@ -109,8 +128,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     stopping = true;
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
-    streamer?.close();
-    await follower?.stop();
+    await lifecycle.stop();
+    streamer.close();
     await http?.app.close().catch(() => undefined);
     if (fuse.isMounted) fuse.unmount();
     store.close();
@@ -134,11 +153,14 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       store,
       {
         hostname,
-        advertiseUrl: config.lease.advertiseUrl,
+        advertiseUrl: self.advertiseUrl,
         candidate: config.lease.candidate,
-        isPrimary: () => store.role === 'primary',
-        primaryHostname: () => (store.role === 'primary' ? hostname : follower?.primary),
-        streamer: () => streamer,
+        isPrimary: () => lifecycle.isPrimary,
+        primaryHostname: () => lifecycle.primaryHostname,
+        streamer: () => (lifecycle.isPrimary ? streamer : undefined),
+        clusterId: () => clusterIds.read(),
+        lagMs: () => lifecycle.currentFollower?.lag ?? 0,
+        lifecycle,
       },
       log,
       fuse.dir,
@@ -149,14 +171,17 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   }
   log.info({ addr: http.url }, 'http server listening');
   const httpUrl = http.url;
-  follower?.start();
+  lifecycle.start();
 
+  // Apps start once this node is primary or caught up with one (as LiteFS does).
+  await Promise.race([lifecycle.ready, done]);
+  if (stopping) return { store, lifecycle, fuse, httpUrl, done, stop };
   try {
     app = await runExec(config.exec, { isCandidate: config.lease.candidate, log });
   } catch (err) {
     log.error({ err: (err as Error).message }, 'exec failed');
     await stop(1);
-    return { store, fuse, httpUrl, done, stop };
+    return { store, lifecycle, fuse, httpUrl, done, stop };
   }
   if (app) {
     log.info({ pid: app.pid }, 'application started');
@@ -165,5 +190,5 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       void stop(code);
     });
   }
-  return { store, fuse, httpUrl, done, stop };
+  return { store, lifecycle, fuse, httpUrl, done, stop };
 }

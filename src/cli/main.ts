@@ -13,6 +13,7 @@ Commands:
   mount     mount the filesystem and run the node (-config PATH)
   import    send a database file to the primary (-name DB [-url URL | -config PATH] FILE)
   export    fetch a consistent copy of a database (-name DB [-url URL | -config PATH] FILE)
+  run       run a command against the local node ([-promote] [-if-candidate] [-url URL | -config PATH] -- CMD)
   version   print the version
 `;
 
@@ -27,6 +28,10 @@ async function main(argv: string[]): Promise<number> {
     case 'export': {
       const { runImport, runExport } = await import('./transfer.js');
       return command === 'import' ? runImport(args) : runExport(args);
+    }
+    case 'run': {
+      const { runRun } = await import('./run.js');
+      return runRun(args);
     }
     case 'version':
     case '-version':

@@ -10,7 +10,7 @@ import { parseFlags, UsageError } from './flags.js';
 const FLAGS = { name: 'string', url: 'string', config: 'string' } as const;
 
 /** The node's URL: -url, else the http.addr of -config, else LiteFS's default port on localhost. */
-function nodeUrl(flags: Record<string, string | boolean>): string {
+export function nodeUrl(flags: Record<string, string | boolean>): string {
   if (typeof flags.url === 'string') return flags.url.replace(/\/$/, '');
   if (typeof flags.config === 'string') {
     const hp = parseHostPort(loadConfig({ path: flags.config }).http.addr);

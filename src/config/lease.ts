@@ -30,12 +30,12 @@ function readConsul(src: Source, v: unknown, required: boolean): ConsulConfig | 
   } else if (!isHttpUrl(url)) {
     src.fail([...path, 'url'], `expected an http(s) URL like "http://localhost:8500", got ${describe(url)}`);
   }
-  return {
-    url: url ?? '',
-    key: src.str([...path, 'key'], c['key']) ?? d.key,
-    ttl: src.duration([...path, 'ttl'], c['ttl'], 1) ?? d.ttl,
-    lockDelay: src.duration([...path, 'lock-delay'], c['lock-delay']) ?? d.lockDelay,
-  };
+  // Consul's own limits on a session: TTL 10s..24h, lock-delay at most 60s.
+  const ttl = src.duration([...path, 'ttl'], c['ttl'], 1) ?? d.ttl;
+  if (ttl < 10_000 || ttl > 86_400_000) src.fail([...path, 'ttl'], `expected a duration from 10s to 24h (Consul's limits on a session TTL), got ${describe(c['ttl'])}`);
+  const lockDelay = src.duration([...path, 'lock-delay'], c['lock-delay']) ?? d.lockDelay;
+  if (lockDelay > 60_000) src.fail([...path, 'lock-delay'], `expected a duration of at most 60s (Consul's limit), got ${describe(c['lock-delay'])}`);
+  return { url: url ?? '', key: src.str([...path, 'key'], c['key']) ?? d.key, ttl, lockDelay };
 }
 
 function readEtcd(src: Source, v: unknown, required: boolean): EtcdConfig | undefined {

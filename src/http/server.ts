@@ -5,8 +5,10 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { parseHostPort } from '../config/index.js';
 import { formatPosition, parsePosition } from '../txlog/checksum.js';
-import type { Streamer } from '../replication/streamer.js';
+import type { ReplicaRequest, Streamer } from '../replication/streamer.js';
+import type { NodeLifecycle } from '../lease/lifecycle.js';
 import type { Position } from '../store/db.js';
+import { createMetrics } from './metrics.js';
 import { exportDatabase, importDatabase, ImportError } from '../store/transfer.js';
 
 export interface NodeInfo {
@@ -17,17 +19,24 @@ export interface NodeInfo {
   primaryHostname: () => string | undefined;
   /** The replication stream's server side, on a primary. */
   streamer: () => Streamer | undefined;
+  clusterId: () => string | undefined;
+  lagMs: () => number;
+  lifecycle: Pick<NodeLifecycle, 'promote' | 'handoff' | 'stats'>;
 }
 
-/** A replica's positions from a POST body {hostname, positions} or GET ?hostname=&pos=db:txid/checksum. */
-function streamRequest(method: string, body: unknown, query: Record<string, string | string[] | undefined>): { hostname: string; positions: Map<string, Position> } {
+/** A replica's request from a POST body {hostname, nodeId, clusterId, positions} or GET ?hostname=&pos=db:txid/checksum. */
+function streamRequest(method: string, body: unknown, query: Record<string, string | string[] | undefined>): ReplicaRequest & { clusterId?: string } {
   const positions = new Map<string, Position>();
   let hostname: unknown;
+  let nodeId: unknown;
+  let clusterId: unknown;
   let entries: [string, unknown][];
   if (method === 'POST') {
     const b = (body ?? {}) as { hostname?: unknown; positions?: unknown };
     if (typeof b !== 'object' || (b.positions !== undefined && (typeof b.positions !== 'object' || b.positions === null))) throw badRequest('stream: the body must be JSON {"hostname": "...", "positions": {"<db>": "<txid>/<checksum>"}}');
     hostname = b.hostname;
+    nodeId = (b as { nodeId?: unknown }).nodeId;
+    clusterId = (b as { clusterId?: unknown }).clusterId;
     entries = Object.entries((b.positions ?? {}) as Record<string, unknown>);
   } else {
     hostname = query.hostname;
@@ -46,7 +55,29 @@ function streamRequest(method: string, body: unknown, query: Record<string, stri
       throw badRequest(`stream: position of "${name}": ${(err as Error).message}`);
     }
   }
-  return { hostname: typeof hostname === 'string' && hostname ? hostname : 'unknown', positions };
+  return {
+    hostname: typeof hostname === 'string' && hostname ? hostname : 'unknown',
+    nodeId: typeof nodeId === 'string' ? nodeId : undefined,
+    clusterId: typeof clusterId === 'string' && clusterId ? clusterId : undefined,
+    positions,
+    history: method === 'POST' ? parseHistory((body as { history?: unknown }).history) : undefined,
+  };
+}
+
+/** {"<db>": ["<txid>/<checksum>", ...]} → positions; bad entries are a 400. */
+function parseHistory(v: unknown): Map<string, Position[]> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw badRequest('stream: "history" must map database names to lists of positions');
+  const out = new Map<string, Position[]>();
+  for (const [name, list] of Object.entries(v as Record<string, unknown>)) {
+    if (!Array.isArray(list) || list.some((p) => typeof p !== 'string')) throw badRequest(`stream: history of "${name}" must be a list of "<txid>/<checksum>"`);
+    try {
+      out.set(name, (list as string[]).map(parsePosition));
+    } catch (err) {
+      throw badRequest(`stream: history of "${name}": ${(err as Error).message}`);
+    }
+  }
+  return out;
 }
 
 function badRequest(message: string): Error & { statusCode: number } {
@@ -72,6 +103,7 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
     hostname: info.hostname,
     advertiseUrl: info.advertiseUrl,
     candidate: info.candidate,
+    clusterId: info.clusterId() ?? null,
     isPrimary: info.isPrimary(),
     primary: info.primaryHostname() ?? null,
     databases: Object.fromEntries(
@@ -83,11 +115,39 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
     const replica = streamRequest(req.method, req.body, req.query as Record<string, string | string[] | undefined>);
     const streamer = info.streamer();
     if (!info.isPrimary() || !streamer) return reply.status(409).send({ error: `this node is not the primary; the primary is ${info.primaryHostname() ?? 'unknown'}` });
+    const mine = info.clusterId();
+    if (replica.clusterId && mine && replica.clusterId !== mine) {
+      log.warn({ replica: replica.hostname, cluster: replica.clusterId }, 'refused a replica of another cluster');
+      return reply.status(409).send({ error: `the replica belongs to cluster ${replica.clusterId}; this primary's cluster is ${mine}` });
+    }
     reply.hijack();
     await streamer.serve(reply.raw, replica);
   };
   app.post('/stream', stream);
   app.get('/stream', stream);
+
+  const metrics = createMetrics({
+    store,
+    isPrimary: info.isPrimary,
+    subscriberCount: () => info.streamer()?.subscriberCount ?? 0,
+    lagMs: info.lagMs,
+    lifecycle: info.lifecycle,
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
+
+  // A replica asks to become primary; it asks the primary for a handoff.
+  app.post('/promote', async () => {
+    await info.lifecycle.promote();
+    return { ok: true, isPrimary: info.isPrimary() };
+  });
+
+  // The primary hands its lease to the connected replica with this node id.
+  app.post('/handoff', async (req) => {
+    const nodeId = (req.body as { nodeId?: unknown } | undefined)?.nodeId ?? (req.query as { nodeId?: unknown }).nodeId;
+    if (typeof nodeId !== 'string' || !/^[0-9a-f]{16}$/.test(nodeId)) throw badRequest('handoff needs {"nodeId": "<16 hex digits>"} of a connected replica');
+    const to = await info.lifecycle.handoff(nodeId);
+    return { ok: true, to };
+  });
 
   app.get('/export', async (req, reply) => {
     const name = (req.query as { name?: string }).name;

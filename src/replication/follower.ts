@@ -14,6 +14,7 @@ import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/db.js';
 import { writeFully } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
+import { decodeHandoff } from './handoff.js';
 import { recordTypeName, decodeHello, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
 
 export interface FollowerOptions {
@@ -23,6 +24,10 @@ export interface FollowerOptions {
   /** The primary's advertise URL. */
   primaryUrl: string;
   hostname: string;
+  /** This node's id (16 hex digits): the primary finds this stream by it for a handoff. */
+  nodeId: string;
+  /** This node's cluster id, if it has one: a primary of another cluster refuses the stream. */
+  clusterId: () => string | undefined;
   reconnectDelay: number;
   /** Where snapshot images are assembled before they replace a database. */
   scratchDir: string;
@@ -53,8 +58,9 @@ export class Follower extends EventEmitter {
   private lagTimer?: NodeJS.Timeout;
   private readonly dispatcher: Agent;
   /** Counts, for tests and /metrics. */
-  readonly stats = { connects: 0, snapshots: 0, transactions: 0, errors: 0 };
+  readonly stats = { connects: 0, snapshots: 0, transactions: 0, errors: 0, discarded: 0 };
   private running?: Promise<void>;
+  private wakePause?: () => void;
 
   constructor(private readonly opts: FollowerOptions) {
     super();
@@ -65,6 +71,11 @@ export class Follower extends EventEmitter {
   /** The primary's hostname while a stream is up. */
   get primary(): string | undefined {
     return this.primaryHostname;
+  }
+
+  /** The primary's advertise URL this follower streams from. */
+  get primaryUrl(): string {
+    return this.opts.primaryUrl;
   }
 
   /** Replication lag in ms: the last record's delay, or the silence beyond one heartbeat. */
@@ -84,6 +95,7 @@ export class Follower extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     this.abort?.abort();
+    this.wakePause?.();
     if (this.lagTimer) clearInterval(this.lagTimer);
     await this.running;
     await this.dispatcher.close().catch(() => undefined);
@@ -104,19 +116,37 @@ export class Follower extends EventEmitter {
         this.discardSnapshot();
         this.setPrimary(undefined);
       }
-      if (!this.stopped) await sleep(this.opts.reconnectDelay);
+      if (!this.stopped) await this.pause(this.opts.reconnectDelay);
     }
+  }
+
+  /** Waits before reconnecting; stop() cuts it short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakePause = done;
+    });
   }
 
   private async session(): Promise<void> {
     const { store } = this.opts;
-    for (const db of store.dbs.values()) await db.foldWal();
+    for (const db of store.dbs.values()) await db.settle();
     const positions = Object.fromEntries([...store.dbs.values()].map((db) => [db.name, formatPosition(db.streamPosition.txid, db.streamPosition.checksum)]));
+    // A node that was primary says what it committed, so the primary can count what never reached it.
+    const history: Record<string, string[]> = {};
+    for (const db of store.dbs.values()) {
+      const own = db.doubt ? undefined : db.ownHistory();
+      if (own) history[db.name] = own.map((p) => formatPosition(p.txid, p.checksum));
+    }
     this.abort = new AbortController();
     this.stats.connects++;
     const res = await request(new URL('/stream', this.opts.primaryUrl), {
       method: 'POST',
-      body: JSON.stringify({ hostname: this.opts.hostname, positions }),
+      body: JSON.stringify({ hostname: this.opts.hostname, nodeId: this.opts.nodeId, clusterId: this.opts.clusterId(), positions, history }),
       headers: { 'content-type': 'application/json' },
       signal: this.abort.signal,
       dispatcher: this.dispatcher,
@@ -165,6 +195,11 @@ export class Follower extends EventEmitter {
         this.heartbeatMs = hello.heartbeatMs ?? 1000;
         this.setPrimary(hello.hostname);
         this.opts.log.info({ primary: hello.hostname, url: this.opts.primaryUrl }, 'connected to the primary');
+        for (const [db, count] of Object.entries(hello.discarded ?? {})) {
+          this.stats.discarded += count;
+          this.opts.log.warn({ db, count }, `${count} transaction(s) this node committed as primary never reached the new primary; they are discarded`);
+          this.emit('discarded', count);
+        }
         return;
       }
       case RecordType.WalSegment:
@@ -184,9 +219,12 @@ export class Follower extends EventEmitter {
       case RecordType.Heartbeat:
         this.publishLag();
         return;
-      case RecordType.Handoff:
-        this.emit('handoff', r);
+      case RecordType.Handoff: {
+        const handoff = decodeHandoff(r);
+        if (handoff.nodeId !== undefined && handoff.nodeId !== this.opts.nodeId) throw new StreamError(`HANDOFF for node ${handoff.nodeId}, this node is ${this.opts.nodeId}`);
+        this.emit('handoff', handoff);
         return;
+      }
     }
   }
 
@@ -256,6 +294,4 @@ export class Follower extends EventEmitter {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+

@@ -36,7 +36,11 @@ export interface StreamRecord {
   payload: Buffer;
 }
 
-export interface HelloInfo { version: number; hostname: string; advertiseUrl?: string; nodeId?: string; clusterId?: string; heartbeatMs?: number }
+export interface HelloInfo {
+  version: number; hostname: string; advertiseUrl?: string; nodeId?: string; clusterId?: string; heartbeatMs?: number;
+  /** Per database: transactions the replica committed as primary that this primary never got (discarded by the snapshot that follows). */
+  discarded?: Record<string, number>;
+}
 
 /** A malformed, corrupt or inconsistent record; the message is one line: `stream record #n (TYPE db): what`. */
 export class StreamError extends Error {
@@ -297,6 +301,11 @@ function checkHello(value: unknown, fail: Fail): HelloInfo {
   if (v.heartbeatMs !== undefined) {
     if (!Number.isSafeInteger(v.heartbeatMs) || (v.heartbeatMs as number) < 1) fail('HELLO "heartbeatMs" must be a positive integer');
     info.heartbeatMs = v.heartbeatMs as number;
+  }
+  if (v.discarded !== undefined) {
+    const d = v.discarded as Record<string, unknown>;
+    if (typeof d !== 'object' || d === null || Object.values(d).some((n) => !Number.isSafeInteger(n) || (n as number) < 0)) fail('HELLO "discarded" must map database names to counts');
+    info.discarded = d as Record<string, number>;
   }
   return info;
 }

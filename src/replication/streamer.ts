@@ -13,6 +13,7 @@ import { decodeTransactionHeader, TX_HEADER_SIZE, TX_TRAILER_SIZE } from '../txl
 import { formatPosition } from '../txlog/checksum.js';
 import { dropRecord, heartbeatRecord, helloRecord, readyRecord, walSegmentRecord, type HelloInfo } from './records.js';
 import { snapshotRecords, takeSnapshot } from './snapshot.js';
+import { handoffRecord } from './handoff.js';
 
 /** Log bytes per WAL_SEGMENT record (a record holds whole transactions, at least one). */
 const SEGMENT_BYTES = 1024 * 1024;
@@ -28,6 +29,16 @@ export interface StreamerOptions {
 
 /** The replica went away (or the node stops): the subscriber ends quietly. */
 class StreamClosed extends Error {}
+
+/** Who is asking for a stream (the POST /stream body). */
+export interface ReplicaRequest {
+  hostname: string;
+  /** The replica's node id (16 hex digits), used by a handoff to find its stream. */
+  nodeId?: string;
+  positions: Map<string, Position>;
+  /** Per database, DB.ownHistory() of a replica that was primary: to count what it loses. */
+  history?: Map<string, Position[]>;
+}
 
 export class Streamer {
   private readonly subscribers = new Set<Subscriber>();
@@ -45,8 +56,8 @@ export class Streamer {
   }
 
   /** Serves one replica until it disconnects or close() is called. */
-  async serve(res: ServerResponse, replica: { hostname: string; positions: Map<string, Position> }): Promise<void> {
-    const sub = new Subscriber(res, this.opts, replica.hostname);
+  async serve(res: ServerResponse, replica: ReplicaRequest): Promise<void> {
+    const sub = new Subscriber(res, this.opts, replica.hostname, replica.nodeId, discardedBy(this.opts.store, replica));
     this.subscribers.add(sub);
     this.opts.log.info({ replica: replica.hostname }, 'replica connected');
     try {
@@ -67,6 +78,40 @@ export class Streamer {
   close(): void {
     for (const s of this.subscribers) s.close();
   }
+
+  /** Waits (at most timeoutMs) until every connected replica has been sent every transaction: before a clean stop releases the lease. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ([...this.subscribers].some((s) => !s.isClosed && !s.caughtUp()) && Date.now() < deadline) {
+      for (const s of this.subscribers) s.wake();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** The replicas connected now: hostname and node id. */
+  get replicas(): { hostname: string; nodeId?: string }[] {
+    return [...this.subscribers].map((s) => ({ hostname: s.replica, nodeId: s.nodeId }));
+  }
+
+  /**
+   * Sends HANDOFF with `leaseId` to the replica with this node id once its
+   * stream has carried every transaction this node has (the caller stopped
+   * writes first). Rejects when no such replica is connected or it does not
+   * catch up within `timeoutMs`.
+   */
+  async handoff(nodeId: string, leaseId: string, timeoutMs: number): Promise<string> {
+    const sub = [...this.subscribers].find((s) => s.nodeId === nodeId);
+    if (!sub) throw new Error(`no replica with node id ${nodeId} is connected`);
+    const deadline = Date.now() + timeoutMs;
+    while (!sub.caughtUp()) {
+      if (sub.isClosed) throw new Error(`the stream to ${sub.replica} ended during the handoff`);
+      if (Date.now() > deadline) throw new Error(`${sub.replica} did not catch up within ${timeoutMs} ms`);
+      sub.wake();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await sub.send(handoffRecord({ leaseId, nodeId }));
+    return sub.replica;
+  }
 }
 
 class Subscriber {
@@ -77,12 +122,33 @@ class Subscriber {
   private pendingWake = false;
   private lastWrite = Date.now();
 
+  private ready = false;
+
   constructor(
     private readonly res: ServerResponse,
     private readonly opts: StreamerOptions,
-    private readonly replica: string,
+    readonly replica: string,
+    readonly nodeId?: string,
+    private readonly discarded?: Record<string, number>,
   ) {
     res.once('close', () => this.close());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Past the initial catch-up and sent up to every database's last transaction. */
+  caughtUp(): boolean {
+    if (!this.ready) return false;
+    for (const db of this.opts.store.dbs.values()) if (db.txid > (this.sent.get(db.name) ?? 0)) return false;
+    for (const name of this.sent.keys()) if (!this.opts.store.dbs.has(name)) return false;
+    return true;
+  }
+
+  /** Writes one record now, between the run loop's own writes (JS is single-threaded: records never interleave). */
+  send(record: Buffer): Promise<void> {
+    return this.write(record);
   }
 
   wake(): void {
@@ -101,12 +167,16 @@ class Subscriber {
     const { store } = this.opts;
     this.res.socket?.setNoDelay(true);
     this.res.writeHead(200, { 'content-type': 'application/x-litefs-stream', 'cache-control': 'no-store' });
-    await this.write(helloRecord(this.opts.hello()));
+    if (this.discarded) {
+      for (const [db, count] of Object.entries(this.discarded)) this.opts.log.warn({ db, replica: this.replica, count }, 'the replica has transactions it committed as primary that never reached this node; they are discarded');
+    }
+    await this.write(helloRecord({ ...this.opts.hello(), ...(this.discarded ? { discarded: this.discarded } : {}) }));
     for (const db of [...store.dbs.values()]) await this.catchUp(db, positions.get(db.name) ?? { txid: 0, checksum: 0n });
     for (const name of positions.keys()) {
       if (!store.dbs.has(name)) await this.write(dropRecord(name));
     }
     await this.write(readyRecord());
+    this.ready = true;
     while (!this.closed) {
       await this.idle();
       let sentSomething = false;
@@ -232,6 +302,31 @@ class Subscriber {
     });
     if (this.closed) throw new StreamClosed();
   }
+}
+
+/**
+ * Per database, how many of the transactions a returning old primary
+ * committed are not in this node's history: the replica's position minus
+ * the newest point both histories share.
+ */
+function discardedBy(store: Store, replica: ReplicaRequest): Record<string, number> | undefined {
+  let out: Record<string, number> | undefined;
+  for (const [name, history] of replica.history ?? []) {
+    const at = replica.positions.get(name);
+    const db = store.dbs.get(name);
+    if (!at || history.length === 0) continue;
+    const points = [...history, at];
+    let common = history[0]!.txid;
+    for (let i = points.length - 1; i >= 0; i--) {
+      const p = points[i]!;
+      if (db && db.checksumAt(p.txid) === p.checksum) {
+        common = p.txid;
+        break;
+      }
+    }
+    if (at.txid > common) (out ??= {})[name] = at.txid - common;
+  }
+  return out;
 }
 
 /** The transaction files in a run of log bytes, with what a WAL_SEGMENT header needs of each. */

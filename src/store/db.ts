@@ -12,8 +12,9 @@ import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, 
 import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
-import { allPages, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
+import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
 import { DatabaseWriter } from './apply.js';
+import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 
 /** The unit the native layer records dirty writes in (SQLite's smallest page). */
 export const DIRTY_UNIT = 512;
@@ -485,6 +486,63 @@ export class DB extends EventEmitter {
     this.closeWal();
     const problem = this.verify();
     if (problem) this.doubt = `after moving the WAL into the database file: ${problem}`;
+  }
+
+  /**
+   * Brings the files back to the last recorded commit before this node
+   * applies the primary's records (it was primary a moment ago): an app's
+   * transaction cut off by the switch to read-only leaves a hot journal,
+   * rolled back here under the writer's locks, or WAL frames, moved into
+   * the database file or dropped by foldWal.
+   */
+  async settle(): Promise<void> {
+    if (this.doubt) return; // a snapshot replaces it all
+    if (hasHotJournal(this.file) && !this.walModeOnDisk()) {
+      const writer = this.writerFor();
+      // Checked again under the locks: a journal being written is not hot until its writer is gone.
+      const rolledBack = await writer.exclusive(false, async () => {
+        if (!hasHotJournal(this.file)) return false;
+        rollBackHotJournal(this.file);
+        await this.ctx.files.invalidate(this.name);
+        return true;
+      });
+      if (!rolledBack) return this.foldWal();
+      this.ctx.log.warn({ db: this.name }, 'rolled back a transaction cut off when this node stopped being primary');
+      const problem = this.verify();
+      if (problem) this.doubt = `after rolling back a cut-off transaction: ${problem}`;
+    }
+    await this.foldWal();
+  }
+
+  private walModeOnDisk(): boolean {
+    return databaseFileInfo(this.file)?.head.readUInt8(18) === 2;
+  }
+
+  /**
+   * The positions before each of the last transactions this node committed
+   * itself (as primary), oldest first; undefined when the newest was not
+   * its own. A new primary compares them with its history to count the
+   * ones it never got.
+   */
+  ownHistory(max = 1000): Position[] | undefined {
+    const list = this.log.list;
+    const out: Position[] = [];
+    for (let i = list.length - 1; i >= 0 && out.length < max; i--) {
+      const h = this.log.readHeader(list[i]!);
+      if (h.nodeId !== this.ctx.nodeId) break;
+      out.push({ txid: h.minTxid - 1, checksum: h.preApplyChecksum });
+    }
+    return out.length ? out.reverse() : undefined;
+  }
+
+  /** This database's checksum at an earlier TXID, while the log still holds the transaction after it. */
+  checksumAt(txid: number): bigint | undefined {
+    if (txid === this.txid) return this.position.checksum;
+    if (txid === 0) return 0n;
+    if (txid > this.txid) return undefined;
+    const i = this.log.indexOf(txid + 1);
+    const entry = i >= 0 ? this.log.list[i] : undefined;
+    return entry && entry.minTxid === txid + 1 ? this.log.readHeader(entry).preApplyChecksum : undefined;
   }
 
   /** Removes the database's files (the primary deleted it). */

@@ -19,7 +19,7 @@ import type { DB, Role } from './db.js';
 import type { Logger } from '../log.js';
 import { allPages, applyWalTransaction, databaseFileInfo, fileState, scanWal, type FileState } from './pages.js';
 
-function hasHotJournal(file: string): boolean {
+export function hasHotJournal(file: string): boolean {
   try {
     const fd = fs.openSync(file + '-journal', 'r');
     try {
@@ -33,16 +33,14 @@ function hasHotJournal(file: string): boolean {
   }
 }
 
-/** Lets SQLite roll the hot journal back: it does so when it first reads the database. */
-function rollBackHotJournal(db: DB, log: Logger): void {
-  if (databaseFileInfo(db.file)?.head.readUInt8(18) === 2) return; // SQLite ignores a rollback journal in WAL mode
-  const conn = new Database(db.file);
+/** Lets SQLite roll the hot journal back: it does so when it first reads the database (the backing file, not the mount). */
+export function rollBackHotJournal(file: string): void {
+  const conn = new Database(file);
   try {
     conn.prepare('SELECT count(*) FROM sqlite_master').get();
   } finally {
     conn.close();
   }
-  log.warn({ db: db.name }, 'rolled back a hot journal left by a crash');
 }
 
 /** Reads and checks the log; returns its last transaction, after moving any damaged tail aside. */
@@ -97,7 +95,11 @@ function logPosition(db: DB, log: Logger): TransactionFile | undefined {
  * in doubt (DB.doubt), so the primary sends it a snapshot.
  */
 export function recoverDatabase(db: DB, log: Logger, role: Role = 'primary'): void {
-  if (hasHotJournal(db.file)) rollBackHotJournal(db, log);
+  // SQLite ignores a rollback journal in WAL mode.
+  if (hasHotJournal(db.file) && databaseFileInfo(db.file)?.head.readUInt8(18) !== 2) {
+    rollBackHotJournal(db.file);
+    log.warn({ db: db.name }, 'rolled back a hot journal left by a crash');
+  }
   const last = logPosition(db, log);
   let state: FileState | undefined = fileState(db.file);
   const scan = state ? scanWal(db.walFile, state.pageSize) : undefined;

@@ -20,6 +20,15 @@ export async function freePort(): Promise<number> {
   });
 }
 
+export interface NodeInfo {
+  hostname: string;
+  isPrimary: boolean;
+  candidate: boolean;
+  primary: string | null;
+  clusterId: string | null;
+  databases: Record<string, { txid: number; position: string }>;
+}
+
 export interface ClusterNode {
   name: string;
   mnt: string;
@@ -38,12 +47,19 @@ export class Cluster {
     return this.dirs.root;
   }
 
+  /** The static primary; in a dynamic cluster, the node set by setPrimary(). */
   get primary(): ClusterNode {
-    return this.nodes[0]!;
+    return this.current ?? this.nodes[0]!;
+  }
+
+  private current?: ClusterNode;
+
+  setPrimary(node: ClusterNode): void {
+    this.current = node;
   }
 
   get replicas(): ClusterNode[] {
-    return this.nodes.slice(1);
+    return this.nodes.filter((n) => n !== this.primary);
   }
 
   /** Creates (does not start) a primary and `replicas` replicas; `extra` is appended to every config. */
@@ -67,6 +83,51 @@ export class Cluster {
       c.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
     }
     return c;
+  }
+
+  /**
+   * Creates (does not start) `n` candidate nodes of a cluster with a
+   * dynamic lease; `lease(node)` gives the type-specific lines of each
+   * node's `lease:` section (indented two spaces).
+   */
+  static async createDynamic(n: number, lease: (name: string) => string, opts: { extra?: string; dataExtra?: string } = {}): Promise<Cluster> {
+    const c = new Cluster();
+    for (let i = 1; i <= n; i++) {
+      const name = `node${i}`;
+      const port = await freePort();
+      const mnt = path.join(c.root, name, 'mnt');
+      const data = path.join(c.root, name, 'data');
+      fs.mkdirSync(mnt, { recursive: true });
+      fs.mkdirSync(data, { recursive: true });
+      const config = path.join(c.root, `${name}.yml`);
+      fs.writeFileSync(
+        config,
+        `fuse:\n  dir: "${mnt}"\ndata:\n  dir: "${data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${port}"\n` +
+          `lease:\n  hostname: ${name}\n  advertise-url: "http://127.0.0.1:${port}"\n  reconnect-delay: 200ms\n${lease(name)}${opts.extra ?? ''}`,
+      );
+      c.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
+    }
+    return c;
+  }
+
+  /** GET /info of a running node (undefined when it does not answer). */
+  async info(node: ClusterNode): Promise<NodeInfo | undefined> {
+    try {
+      const res = await fetch(`${node.url}/info`, { signal: AbortSignal.timeout(2000) });
+      return (await res.json()) as NodeInfo;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Waits until one running node (among `among`) says it is primary; returns it. */
+  async waitForPrimary(timeoutMs = 30_000, among = this.nodes.filter((n) => n.proc)): Promise<ClusterNode> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (const n of among) if ((await this.info(n))?.isPrimary) return n;
+      if (Date.now() > deadline) throw new Error(`no primary among ${among.map((n) => n.name).join(', ')} within ${timeoutMs} ms`);
+      await sleep(20);
+    }
   }
 
   async start(node: ClusterNode): Promise<MountProcess> {
