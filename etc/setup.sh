@@ -11,6 +11,9 @@ command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v make >/dev/null 2>&1 || need="$need build-essential"
 command -v g++ >/dev/null 2>&1 || need="$need g++"
+# The etcd lease is tested against a real etcd server.
+command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
+command -v etcdctl >/dev/null 2>&1 || need="$need etcd-client"
 if [ -n "$need" ]; then
   echo "setup: installing$need"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -184,6 +184,12 @@ static int open_handle(lfs_file *f, int fd, struct fuse_file_info *fi) {
   int direct = fd < 0 || (flags_of(f) & LFS_DIRECT_IO);
   fi->direct_io = direct;
   fi->keep_cache = !direct;
+  /* The daemon's own descriptors on its mount close without a flush: a
+   * flush writes back the file's dirty pages (SQLite's mmapped -shm)
+   * through the mount, to us; when we are killed, the closes run before
+   * the connection is torn down and the dying process would wait on itself
+   * forever. Our writes never sit in the page cache (no writeback cache). */
+  fi->noflush = from_daemon();
   return 0;
 }
 

@@ -57,6 +57,7 @@ export class NodeLifecycle extends EventEmitter {
   private pendingHandoff?: HandoffInfo;
   private settling: Promise<void> = Promise.resolve();
   private announced = false;
+  private handedOffAt = 0;
   /** Counts, for /metrics and tests. */
   readonly stats = { promotions: 0, demotions: 0, handoffs: 0, discarded: 0 };
 
@@ -97,7 +98,7 @@ export class NodeLifecycle extends EventEmitter {
     const lease = this.lease;
     this.lease = undefined;
     if (lease) {
-      this.opts.store.setRole('replica');
+      await this.opts.store.stopWrites();
       // Replicas get what was committed before the lease goes: a clean stop loses nothing they can still take.
       await this.opts.streamer.drain(1000);
       this.opts.streamer.close();
@@ -163,6 +164,11 @@ export class NodeLifecycle extends EventEmitter {
       return;
     }
     if (info) {
+      // Just handed off: the new primary rewrites the key in a moment.
+      if (Date.now() - this.handedOffAt < 5000) {
+        await leaser.waitForChange(250, signal);
+        return;
+      }
       // Our own key from an earlier run of this node (killed): it expires by itself.
       this.report('the lease still names this node from an earlier run; waiting for it to expire');
       await leaser.waitForChange(1000, signal);
@@ -311,7 +317,8 @@ export class NodeLifecycle extends EventEmitter {
     const lease = this.lease;
     if (!lease) throw new LifecycleError(`this node is not the primary; the primary is ${this.primaryHostname ?? 'unknown'}`, 409);
     if (!Number.isFinite(lease.ttl)) throw new LifecycleError('a static lease cannot be handed off: change the config of both nodes instead', 400);
-    this.opts.store.setRole('replica'); // no new writes while the replica catches up
+    await this.opts.store.stopWrites(); // no new writes while the replica catches up
+    if (this.lease !== lease) throw new LifecycleError('the lease was lost while stopping writes for the handoff', 409);
     let to: string;
     try {
       to = await this.opts.streamer.handoff(nodeId, lease.id, HANDOFF_CATCH_UP_MS);
@@ -323,6 +330,7 @@ export class NodeLifecycle extends EventEmitter {
     clearTimeout(this.deadlineTimer);
     lease.abandon();
     this.stats.handoffs++;
+    this.handedOffAt = Date.now();
     this.opts.streamer.close();
     this.opts.log.info({ to }, 'handed the lease over');
     this.emit('role', 'replica');

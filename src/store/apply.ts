@@ -11,7 +11,7 @@
 // through the mount asks JavaScript, which is busy here.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
 import { lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
@@ -75,6 +75,27 @@ export class DatabaseWriter {
     } finally {
       await lockRange(target.fd, 'unlock', start, length, false);
     }
+  }
+
+  /**
+   * Runs `fn` once no SQLite write transaction is in progress: holds the
+   * lock a writer holds for its whole transaction (WAL: WRITE on the -shm;
+   * rollback: RESERVED on the database). Readers are not held up. Gives up
+   * waiting after `timeoutMs` and runs `fn` anyway (false is returned).
+   */
+  async betweenTransactions(walMode: boolean, timeoutMs: number, fn: () => void): Promise<boolean> {
+    await this.openDb();
+    const target = walMode ? await this.openShm() : this.db!;
+    const start = walMode ? WAL_WRITE_LOCK : RESERVED_BYTE;
+    const deadline = Date.now() + timeoutMs;
+    let locked = false;
+    while (!(locked = await lockRange(target.fd, 'write', start, 1, false)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    try {
+      fn();
+    } finally {
+      if (locked) await lockRange(target.fd, 'unlock', start, 1, false);
+    }
+    return locked;
   }
 
   private async lock(handle: fsp.FileHandle, start: number, length: number): Promise<void> {

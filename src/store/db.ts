@@ -140,6 +140,20 @@ export class DB extends EventEmitter {
     this.publishPosition();
   }
 
+  /**
+   * Becomes a replica without cutting a transaction in half: waits (at most
+   * timeoutMs) until no write transaction is in progress, so the one under
+   * way commits and is recorded, then makes the files read-only while
+   * holding the writer's lock. False when it had to give up waiting.
+   */
+  async stopWrites(timeoutMs: number): Promise<boolean> {
+    if (this.role === 'replica' || !this.ctx.mountDir || !fs.existsSync(this.file)) {
+      this.attach('replica');
+      return true;
+    }
+    return this.writerFor().betweenTransactions(this.walModeOnDisk(), timeoutMs, () => this.attach('replica'));
+  }
+
   detach(): void {
     const f = this.ctx.files;
     for (const suffix of ['', '-wal', '-journal', '-shm']) f.setFile(this.name + suffix, {});

@@ -78,6 +78,19 @@ export class Store extends EventEmitter {
     this.emit('role', role);
   }
 
+  /**
+   * Stops writes the gentle way (clean stop, handoff): new databases are
+   * refused at once, then each database turns read-only between two
+   * transactions (DB.stopWrites). setRole('replica') is the abrupt way.
+   */
+  async stopWrites(timeoutMs = 1000): Promise<void> {
+    this.role = 'replica';
+    for (const db of [...this.dbs.values()]) {
+      if (!(await db.stopWrites(timeoutMs))) this.opts.log.warn({ db: db.name, waitedMs: timeoutMs }, 'a write transaction was still open when writes stopped; it will fail');
+    }
+    this.emit('role', 'replica');
+  }
+
   /** A database the primary has and this replica does not yet (created empty; records fill it). */
   replicaDatabase(name: string): DB {
     return this.dbs.get(name) ?? this.addDatabase(name, false);

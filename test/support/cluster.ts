@@ -145,10 +145,16 @@ export class Cluster {
     if (p) await p.stop(signal);
   }
 
-  /** Stops every node (by PID), clears mounts a kill left, removes the directories. */
+  /** Stops every node (by PID; SIGKILL if SIGTERM takes over 15 s), clears mounts a kill left, removes the directories. */
   async destroy(): Promise<void> {
+    const keep = process.env['LITEFS_TEST_LOGS'];
     for (const n of [...this.nodes].reverse()) {
-      await this.stop(n).catch(() => undefined);
+      const p = n.proc;
+      const stopping = this.stop(n).catch(() => undefined);
+      const late = setTimeout(() => p?.child.kill('SIGKILL'), 15_000);
+      await stopping;
+      clearTimeout(late);
+      if (keep && p) fs.writeFileSync(path.join(keep, `${path.basename(this.root)}-${n.name}.log`), p.output);
       // A node that did not stop cleanly (killed, or a test that failed) may leave its mount.
       if (mountPoints().has(n.mnt)) spawnSync('fusermount3', ['-u', '-z', n.mnt]);
     }
