@@ -286,6 +286,14 @@ describe('errors name the file, the key and the expected form', () => {
     assert.equal(err.line, 5);
   });
 
+  test("Consul's limits on a session: TTL 10s..24h, lock-delay at most 60s", () => {
+    const base = 'lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n';
+    const ttl = loadError(`${base}    ttl: 5s\n`, ['lease.consul.ttl: expected a duration from 10s to 24h', 'got "5s"']);
+    assert.equal(ttl.key, 'lease.consul.ttl');
+    loadError(`${base}    ttl: 25h\n`, ['lease.consul.ttl: expected a duration from 10s to 24h']);
+    loadError(`${base}    lock-delay: 61s\n`, ['lease.consul.lock-delay: expected a duration of at most 60s']);
+  });
+
   test('unknown keys at any depth', () => {
     loadError('fuse:\n  dri: /mnt\nlease:\n  type: static\n', ['unknown key "fuse.dri" (known: dir, allow-other, debug)', 'did you mean "dir"?', '(line 2)']);
     loadError(`${MINIMAL}colour: blue\n`, ['unknown key "colour" (known: exit-on-error,']);
