@@ -3,7 +3,7 @@
 // primary moves by handoff, by SIGTERM and by kill -9, again and again.
 // Afterwards every node holds the same database and the same transaction
 // history, each acknowledged write has its own TXID, and the only writes
-// missing are the killed primary's unreplicated ones, exactly as many as
+// missing are the killed primary's unreplicated ones, all counted in what
 // it reports discarded when it rejoins.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -143,8 +143,11 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
     assert.equal(rows.length, acks.length - lost.length, 'no row that was not acknowledged');
     for (const a of lost) assert.equal(a.node, killed!.name, `only the killed primary's writes may be lost: ${JSON.stringify(a)}`);
     const reported = /(\d+) transaction\(s\) this node committed as primary never reached the new primary/.exec(killed!.proc!.output);
-    assert.equal(Number(reported?.[1] ?? 0), lost.length, `lost ${lost.length}, reported ${reported?.[1] ?? 0}`);
-    assert.equal(countLines(killed!, /never reached the new primary/), lost.length ? 1 : 0);
+    // Every lost acknowledged write is counted; the count may also hold the one commit the
+    // killed node recorded but never got to acknowledge (one writer per node).
+    const count = Number(reported?.[1] ?? 0);
+    assert.ok(count >= lost.length && count <= lost.length + 1, `lost ${lost.length}, reported ${count}`);
+    assert.ok(countLines(killed!, /never reached the new primary/) <= 1);
   } finally {
     for (const w of writers) w.kill('SIGKILL');
     await cluster.destroy();
