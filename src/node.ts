@@ -58,6 +58,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   // Every node starts as a replica: it becomes primary by taking the lease.
   const store = new Store({
     role: 'replica',
+    recoverAs: config.lease.candidate ? 'primary' : 'replica',
     dataDir: config.data.dir,
     files: fileControl,
     log,

@@ -20,6 +20,12 @@ export interface StoreOptions {
   nodeId: bigint;
   /** The role the node starts in; setRole() changes it. */
   role: Role;
+  /**
+   * How startup recovery treats files that do not match their log
+   * (recovery.ts): a candidate never writes over its files (its database
+   * may hold commits only it has); a pure replica may. Default: `role`.
+   */
+  recoverAs?: Role;
 }
 
 export class Store extends EventEmitter {
@@ -107,7 +113,7 @@ export class Store extends EventEmitter {
   private addDatabase(name: string, recover: boolean): DB {
     const db = new DB(name, this.ctx);
     db.role = this.role;
-    if (recover) recoverDatabase(db, this.opts.log, this.role);
+    if (recover) recoverDatabase(db, this.opts.log, this.opts.recoverAs ?? this.role);
     db.attach(this.role);
     db.on('commit', (tx) => this.emit('commit', db, tx));
     this.dbs.set(name, db);
