@@ -7,23 +7,14 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import Consul from 'consul';
-import type { Logger } from '../log.js';
 import {
   formatPrimaryInfo, LeaseBackendError, LeaseHeldError, LeaseLostError, MalformedLeaseValueError, parsePrimaryInfo,
-  type Lease, type Leaser, type PrimaryInfo,
+  type Lease, type Leaser, type LeaserOptions, type PrimaryInfo,
 } from './lease.js';
 
-export interface ConsulLeaserOptions {
+export interface ConsulLeaserOptions extends LeaserOptions {
   /** Consul's base URL; `http://:TOKEN@host:8500` carries the ACL token. */
   url: string;
-  key: string;
-  /** Session TTL (ms); Consul accepts 10s..24h. */
-  ttl: number;
-  /** Session LockDelay (ms); Consul caps it at 60 s. */
-  lockDelay: number;
-  hostname: string;
-  advertiseUrl: string;
-  log?: Logger;
 }
 
 /** What the consul client's KV get yields (its typings omit Session). */

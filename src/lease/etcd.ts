@@ -7,22 +7,13 @@
 // lockDelay has passed (the old primary may not know yet that it lost).
 // A clean release is told apart by a marker: release() deletes the key and
 // puts `<key>/released` in one txn, so both carry the same revision.
-import type { Logger } from '../log.js';
 import { b64, EtcdClient, EtcdError, unb64, type KeyValue, type TxnResponse } from './etcd-client.js';
 import {
-  formatPrimaryInfo, LeaseBackendError, LeaseHeldError, LeaseLostError, parsePrimaryInfo, type Lease, type Leaser, type PrimaryInfo,
+  formatPrimaryInfo, LeaseBackendError, LeaseHeldError, LeaseLostError, parsePrimaryInfo, type Lease, type Leaser, type LeaserOptions, type PrimaryInfo,
 } from './lease.js';
 
-export interface EtcdLeaserOptions {
+export interface EtcdLeaserOptions extends LeaserOptions {
   endpoints: string[];
-  key: string;
-  /** Lease TTL (ms); etcd counts in whole seconds. */
-  ttl: number;
-  /** Client-side lock-delay (ms) after the key is freed by an expired lease. */
-  lockDelay: number;
-  hostname: string;
-  advertiseUrl: string;
-  log?: Logger;
 }
 
 interface WatchEvent {

@@ -2,6 +2,7 @@
 // backend (static.ts, consul.ts, etcd.ts). The node's lifecycle
 // (src/lease/lifecycle.ts) decides what to do with it; implementations only
 // talk to their backend and report what it says.
+import type { Logger } from '../log.js';
 
 /** What the lease key holds: who the primary is and where its API is. */
 export interface PrimaryInfo {
@@ -38,6 +39,33 @@ export class LeaseBackendError extends Error {
     super(message);
     this.permanent = permanent;
   }
+}
+
+/** What every backend's leaser is built from (consul.ts, etcd.ts add where the backend is). */
+export interface LeaserOptions {
+  /** The lease key. */
+  key: string;
+  /** TTL (ms). Consul: session TTL, 10s..24h; etcd: lease TTL, whole seconds. */
+  ttl: number;
+  /** Lock-delay (ms): Consul's session LockDelay (at most 60 s); on etcd our client enforces it after an expiry. */
+  lockDelay: number;
+  hostname: string;
+  advertiseUrl: string;
+  log?: Logger;
+}
+
+/** Waits `ms`, or less when `signal` aborts. Never rejects. */
+export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done);
+  });
 }
 
 /** The lease key's value was not what a litefs node writes. */

@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
 import type { Follower } from '../replication/follower.js';
 import type { Streamer } from '../replication/streamer.js';
 import type { HandoffInfo } from '../replication/handoff.js';
-import { LeaseBackendError, LeaseHeldError, LeaseLostError, MalformedLeaseValueError, type Lease, type Leaser, type PrimaryInfo } from './lease.js';
+import { abortableSleep, LeaseBackendError, LeaseHeldError, LeaseLostError, MalformedLeaseValueError, type Lease, type Leaser, type PrimaryInfo } from './lease.js';
 import type { ClusterIdFile } from './cluster-id.js';
 
 export interface LifecycleOptions {
@@ -443,15 +443,4 @@ export class ClusterMismatchError extends Error {
   }
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done);
-  });
-}
+const sleep = abortableSleep;

@@ -1,6 +1,6 @@
 // The static lease: no backend. `candidate: true` names this node the
 // primary for good; on other nodes `advertise-url`/`hostname` name it.
-import { LeaseHeldError, type Lease, type Leaser, type PrimaryInfo } from './lease.js';
+import { abortableSleep, LeaseHeldError, type Lease, type Leaser, type PrimaryInfo } from './lease.js';
 
 export class StaticLeaser implements Leaser {
   readonly type = 'static';
@@ -31,16 +31,7 @@ export class StaticLeaser implements Leaser {
 
   /** Nothing ever changes: waits out the timeout (or the abort). */
   waitForChange(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal?.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      signal?.addEventListener('abort', done);
-    });
+    return abortableSleep(timeoutMs, signal);
   }
 
   /** A static cluster has no shared store: each node keeps its own id. */
