@@ -22,6 +22,19 @@ async function createTable(node: ClusterNode, mode = 'wal'): Promise<void> {
   assert.equal(r.code, 0, r.stderr);
 }
 
+/** Starts three nodes (node1 first, so it is primary) and a table with `rows` rows, in sync everywhere. */
+async function startThree(cluster: Cluster, mode: string, rows: string[]): Promise<[ClusterNode, ClusterNode, ClusterNode]> {
+  const nodes = cluster.nodes as [ClusterNode, ClusterNode, ClusterNode];
+  await cluster.start(nodes[0]);
+  cluster.setPrimary(await cluster.waitForPrimary());
+  await cluster.start(nodes[1]);
+  await cluster.start(nodes[2]);
+  await createTable(nodes[0], mode);
+  for (const v of rows) await insert(nodes[0], DB, v);
+  await cluster.waitInSync(DB);
+  return nodes;
+}
+
 async function count(node: ClusterNode): Promise<number> {
   const r = await sqlite3(path.join(node.mnt, DB), 'PRAGMA busy_timeout=2000; SELECT count(*) FROM t;');
   assert.equal(r.code, 0, `read on ${node.name}: ${r.stderr}`);
@@ -63,14 +76,7 @@ describe('leases under faults (etcd)', () => {
   test('an old primary\'s commits that never reached the new primary are discarded when it rejoins, counted in a log line and a metric', async () => {
     const cluster = await Cluster.createDynamic(3, () => backend.leaseYaml('litefs/discard'));
     try {
-      const [n1, n2, n3] = cluster.nodes as [ClusterNode, ClusterNode, ClusterNode];
-      await cluster.start(n1);
-      cluster.setPrimary(await cluster.waitForPrimary());
-      await cluster.start(n2);
-      await cluster.start(n3);
-      await createTable(n1);
-      for (let i = 0; i < 5; i++) await insert(n1, DB, `shared-${i}`);
-      await cluster.waitInSync(DB);
+      const [n1, n2, n3] = await startThree(cluster, 'wal', ['shared-0', 'shared-1', 'shared-2', 'shared-3', 'shared-4']);
       await cluster.stop(n2);
       await cluster.stop(n3);
       for (let i = 0; i < 7; i++) await insert(n1, DB, `lost-${i}`); // no replica gets these
@@ -159,14 +165,7 @@ for (const type of ['etcd', 'consul'] as BackendType[]) {
     test('the primary stops writes before its lease could expire; replicas serve reads; the cluster recovers when the backend returns', async () => {
       const cluster = await Cluster.createDynamic(3, () => backend.leaseYaml('litefs/down'));
       try {
-        const [n1, n2, n3] = cluster.nodes as [ClusterNode, ClusterNode, ClusterNode];
-        await cluster.start(n1);
-        cluster.setPrimary(await cluster.waitForPrimary());
-        await cluster.start(n2);
-        await cluster.start(n3);
-        await createTable(n1, 'delete');
-        for (let i = 0; i < 5; i++) await insert(n1, DB, `r-${i}`);
-        await cluster.waitInSync(DB);
+        const [n1, n2, n3] = await startThree(cluster, 'delete', ['r-0', 'r-1', 'r-2', 'r-3', 'r-4']);
 
         await backend.stop('SIGKILL');
         const downAt = Date.now();

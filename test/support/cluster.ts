@@ -69,18 +69,11 @@ export class Cluster {
     for (let i = 0; i <= replicas; i++) {
       const name = i === 0 ? 'primary' : `replica${i}`;
       const port = i === 0 ? primaryPort : await freePort();
-      const mnt = path.join(c.root, name, 'mnt');
-      const data = path.join(c.root, name, 'data');
-      fs.mkdirSync(mnt, { recursive: true });
-      fs.mkdirSync(data, { recursive: true });
-      const config = path.join(c.root, `${name}.yml`);
-      fs.writeFileSync(
-        config,
-        `fuse:\n  dir: "${mnt}"\ndata:\n  dir: "${data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${port}"\n` +
-          `lease:\n  type: static\n  hostname: primary-host\n  candidate: ${i === 0}\n  advertise-url: "http://127.0.0.1:${primaryPort}"\n  reconnect-delay: 200ms\n` +
+      c.addNode(
+        name, port, opts.dataExtra,
+        `lease:\n  type: static\n  hostname: primary-host\n  candidate: ${i === 0}\n  advertise-url: "http://127.0.0.1:${primaryPort}"\n  reconnect-delay: 200ms\n` +
           `${opts.extra ?? ''}${i === 0 ? (opts.primaryExtra ?? '') : ''}`,
       );
-      c.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
     }
     return c;
   }
@@ -95,19 +88,20 @@ export class Cluster {
     for (let i = 1; i <= n; i++) {
       const name = `node${i}`;
       const port = await freePort();
-      const mnt = path.join(c.root, name, 'mnt');
-      const data = path.join(c.root, name, 'data');
-      fs.mkdirSync(mnt, { recursive: true });
-      fs.mkdirSync(data, { recursive: true });
-      const config = path.join(c.root, `${name}.yml`);
-      fs.writeFileSync(
-        config,
-        `fuse:\n  dir: "${mnt}"\ndata:\n  dir: "${data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${port}"\n` +
-          `lease:\n  hostname: ${name}\n  advertise-url: "http://127.0.0.1:${port}"\n  reconnect-delay: 200ms\n${lease(name)}${opts.extra ?? ''}`,
-      );
-      c.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
+      c.addNode(name, port, opts.dataExtra, `lease:\n  hostname: ${name}\n  advertise-url: "http://127.0.0.1:${port}"\n  reconnect-delay: 200ms\n${lease(name)}${opts.extra ?? ''}`);
     }
     return c;
+  }
+
+  /** Directories and config of one node; `tail` is the config from `lease:` on. */
+  private addNode(name: string, port: number, dataExtra: string | undefined, tail: string): void {
+    const mnt = path.join(this.root, name, 'mnt');
+    const data = path.join(this.root, name, 'data');
+    fs.mkdirSync(mnt, { recursive: true });
+    fs.mkdirSync(data, { recursive: true });
+    const config = path.join(this.root, `${name}.yml`);
+    fs.writeFileSync(config, `fuse:\n  dir: "${mnt}"\ndata:\n  dir: "${data}"\n${dataExtra ?? ''}http:\n  addr: "127.0.0.1:${port}"\n${tail}`);
+    this.nodes.push({ name, mnt, data, port, url: `http://127.0.0.1:${port}`, config });
   }
 
   /** GET /info of a running node (undefined when it does not answer). */
