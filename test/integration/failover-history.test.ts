@@ -140,7 +140,12 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
       byTxid.set(a.txid, a);
     }
     assert.ok(acks.length > 50, `writes kept coming (${acks.length} acknowledged)`);
-    assert.equal(rows.length, acks.length - lost.length, 'no row that was not acknowledged');
+    // A row may lack its acknowledgement when its node stopped between the commit and
+    // the client's reading of <db>-pos: at most one per stop.
+    const acked = new Set(acks.map((a) => `${a.node}:${a.seq}`));
+    const unacknowledged = rows.filter((r) => !acked.has(r));
+    assert.ok(unacknowledged.length <= 3, `rows nobody acknowledged: ${unacknowledged.join(', ')}`);
+    assert.equal(rows.length, acks.length - lost.length + unacknowledged.length);
     for (const a of lost) assert.equal(a.node, killed!.name, `only the killed primary's writes may be lost: ${JSON.stringify(a)}`);
     const reported = /(\d+) transaction\(s\) this node committed as primary never reached the new primary/.exec(killed!.proc!.output);
     // Every lost acknowledged write is counted; the count may also hold the one commit the
