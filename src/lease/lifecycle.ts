@@ -82,10 +82,6 @@ export class NodeLifecycle extends EventEmitter {
     return this.follower;
   }
 
-  get clusterId(): string | undefined {
-    return this.opts.clusterIds.read();
-  }
-
   start(): void {
     this.running = this.loop();
   }

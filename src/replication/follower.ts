@@ -15,7 +15,8 @@ import { ApplyError, type ReceivedTransaction } from '../store/db.js';
 import { writeFully } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';
-import { recordTypeName, decodeHello, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { decodeHello } from './hello.js';
 
 export interface FollowerOptions {
   store: Store;

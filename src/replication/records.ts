@@ -36,12 +36,6 @@ export interface StreamRecord {
   payload: Buffer;
 }
 
-export interface HelloInfo {
-  version: number; hostname: string; advertiseUrl?: string; nodeId?: string; clusterId?: string; heartbeatMs?: number;
-  /** Per database: transactions the replica committed as primary that this primary never got (discarded by the snapshot that follows). */
-  discarded?: Record<string, number>;
-}
-
 /** A malformed, corrupt or inconsistent record; the message is one line: `stream record #n (TYPE db): what`. */
 export class StreamError extends Error {
   override name = 'StreamError';
@@ -72,7 +66,7 @@ const PAGED: RecordType[] = [RecordType.Snapshot, RecordType.WalSegment];
 const U64_MAX = (1n << 64n) - 1n;
 const EMPTY = Buffer.alloc(0);
 // fatal: reject invalid UTF-8; ignoreBOM: keep a leading U+FEFF, so decode(encode(s)) === s.
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+export const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The fixed header as numbers: the record without name and payload, with their lengths. */
 type RecordHeader = Omit<StreamRecord, 'name' | 'payload'> & { nameLength: number; payloadLength: number };
@@ -85,7 +79,7 @@ const FIELD_USERS: [keyof RecordHeader, string, readonly RecordType[]][] = [
   ['firstPgno', 'first pgno', [RecordType.Snapshot]], ['pageCount', 'page count', [RecordType.Snapshot]],
 ];
 
-type Fail = (what: string) => never;
+export type Fail = (what: string) => never;
 
 /** Names go into one-line messages: quote any with control characters. */
 function printableName(name: string): string {
@@ -93,14 +87,14 @@ function printableName(name: string): string {
 }
 
 /** `stream record #n (TYPE db)`; without a type (not yet read) just `stream record #n`. */
-function recordLabel(seq: number | undefined, type: number | undefined, name?: string): string {
+export function recordLabel(seq: number | undefined, type: number | undefined, name?: string): string {
   const number = seq === undefined ? '' : ` #${seq}`;
   if (type === undefined) return `stream record${number}`;
   const db = name ? ` ${printableName(name)}` : '';
   return `stream record${number} (${recordTypeName(type)}${db})`;
 }
 
-function failer(label: string): Fail {
+export function failer(label: string): Fail {
   return (what) => {
     throw new StreamError(`${label}: ${what.replace(/\s*\n\s*/g, ' ')}`);
   };
@@ -110,7 +104,7 @@ function failer(label: string): Fail {
 // (kept aside so StreamRecord stays a plain value that compares and copies cleanly).
 const recordNumbers = new WeakMap<StreamRecord, number>();
 
-function failFor(r: StreamRecord): Fail {
+export function failFor(r: StreamRecord): Fail {
   return failer(recordLabel(recordNumbers.get(r), r.type, r.name));
 }
 
@@ -285,36 +279,6 @@ export function encodeRecord(r: Partial<StreamRecord> & { type: RecordType }): B
   return out;
 }
 
-/** Checks a HELLO object; returns only the known keys (unknown ones are ignored, for forward compatibility). */
-function checkHello(value: unknown, fail: Fail): HelloInfo {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('HELLO payload is not a JSON object');
-  const v = value as Record<string, unknown>;
-  if (v.version !== PROTOCOL_VERSION) fail(`protocol version ${JSON.stringify(v.version)} is not supported (this node speaks ${PROTOCOL_VERSION})`);
-  if (typeof v.hostname !== 'string' || v.hostname === '') fail('HELLO "hostname" must be a non-empty string');
-  const info: HelloInfo = { version: PROTOCOL_VERSION, hostname: v.hostname };
-  for (const key of ['advertiseUrl', 'nodeId', 'clusterId'] as const) {
-    const field = v[key];
-    if (field === undefined) continue;
-    if (typeof field !== 'string') fail(`HELLO "${key}" must be a string`);
-    info[key] = field;
-  }
-  if (v.heartbeatMs !== undefined) {
-    if (!Number.isSafeInteger(v.heartbeatMs) || (v.heartbeatMs as number) < 1) fail('HELLO "heartbeatMs" must be a positive integer');
-    info.heartbeatMs = v.heartbeatMs as number;
-  }
-  if (v.discarded !== undefined) {
-    const d = v.discarded as Record<string, unknown>;
-    if (typeof d !== 'object' || d === null || Object.values(d).some((n) => !Number.isSafeInteger(n) || (n as number) < 0)) fail('HELLO "discarded" must map database names to counts');
-    info.discarded = d as Record<string, number>;
-  }
-  return info;
-}
-
-export function helloRecord(info: HelloInfo, timestamp = Date.now()): Buffer {
-  const checked = checkHello(info, failer(recordLabel(undefined, RecordType.Hello)));
-  return encodeRecord({ type: RecordType.Hello, timestamp, payload: Buffer.from(JSON.stringify(checked), 'utf8') });
-}
-
 export const heartbeatRecord = (timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Heartbeat, timestamp });
 export const readyRecord = (timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Ready, timestamp });
 export const dropRecord = (name: string, timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Drop, name, timestamp });
@@ -460,18 +424,6 @@ export class RecordReader {
     this.buffered -= n;
     return out;
   }
-}
-
-export function decodeHello(r: StreamRecord): HelloInfo {
-  const fail: Fail = failFor(r);
-  if (r.type !== RecordType.Hello) fail('not a HELLO record');
-  let value: unknown;
-  try {
-    value = JSON.parse(strictUtf8.decode(r.payload));
-  } catch (err) {
-    fail(`HELLO payload is not UTF-8 JSON: ${(err as Error).message}`);
-  }
-  return checkHello(value, fail);
 }
 
 /** Decodes and verifies the transaction files of a WAL_SEGMENT: each file, the chain, and agreement with the header. */

@@ -11,7 +11,8 @@ import type { DB, Position } from '../store/db.js';
 import type { LogEntry } from '../store/txlog-dir.js';
 import { decodeTransactionHeader, TX_HEADER_SIZE, TX_TRAILER_SIZE } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
-import { dropRecord, heartbeatRecord, helloRecord, readyRecord, walSegmentRecord, type HelloInfo } from './records.js';
+import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
+import { helloRecord, type HelloInfo } from './hello.js';
 import { snapshotRecords, takeSnapshot } from './snapshot.js';
 import { handoffRecord } from './handoff.js';
 
@@ -86,11 +87,6 @@ export class Streamer {
       for (const s of this.subscribers) s.wake();
       await new Promise((r) => setTimeout(r, 5));
     }
-  }
-
-  /** The replicas connected now: hostname and node id. */
-  get replicas(): { hostname: string; nodeId?: string }[] {
-    return [...this.subscribers].map((s) => ({ hostname: s.replica, nodeId: s.nodeId }));
   }
 
   /**

@@ -18,9 +18,8 @@ import http from 'node:http';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import Database from 'better-sqlite3';
-import {
-  heartbeatRecord, helloRecord, readyRecord, RECORD_HEADER_SIZE, RECORD_MAGIC, snapshotChunkRecord, walSegmentRecord, type HelloInfo,
-} from '../../src/replication/records.js';
+import { heartbeatRecord, readyRecord, RECORD_HEADER_SIZE, RECORD_MAGIC, snapshotChunkRecord, walSegmentRecord } from '../../src/replication/records.js';
+import { helloRecord, type HelloInfo } from '../../src/replication/hello.js';
 import { crc64, databaseChecksum, formatPosition } from '../../src/txlog/checksum.js';
 import { encodeTransaction, type TransactionFile } from '../../src/txlog/txfile.js';
 
