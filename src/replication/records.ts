@@ -14,6 +14,7 @@ import {
   decodeTransaction, decodeTransactionHeader, transactionFileName, TX_HEADER_SIZE, TX_TRAILER_SIZE, TxFileError, verifyChain,
   type TransactionFile,
 } from '../txlog/txfile.js';
+import type { SegmentFile } from '../txlog/txfile.js';
 
 export const RECORD_MAGIC = Buffer.from('LFSR', 'latin1');
 export const PROTOCOL_VERSION = 1;
@@ -282,8 +283,6 @@ export function encodeRecord(r: Partial<StreamRecord> & { type: RecordType }): B
 export const heartbeatRecord = (timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Heartbeat, timestamp });
 export const readyRecord = (timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Ready, timestamp });
 export const dropRecord = (name: string, timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Drop, name, timestamp });
-
-interface SegmentFile { bytes: Buffer; minTxid: number; maxTxid: number; preApplyChecksum: bigint; postApplyChecksum: bigint; pageSize: number; commitSize: number }
 
 /** Cross-checks the caller's decoded fields against the file's own header and trailer (cheap: no CRC of the body). */
 function checkSegmentFile(f: SegmentFile, index: number, prev: SegmentFile | undefined, fail: Fail): void {

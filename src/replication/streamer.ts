@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { DB, Position } from '../store/db.js';
 import type { LogEntry } from '../store/txlog-dir.js';
-import { decodeTransactionHeader, TX_HEADER_SIZE, TX_TRAILER_SIZE } from '../txlog/txfile.js';
+import { splitTransactionFiles } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
 import { helloRecord, type HelloInfo } from './hello.js';
@@ -323,16 +323,4 @@ function discardedBy(store: Store, replica: ReplicaRequest): Record<string, numb
     if (at.txid > common) (out ??= {})[name] = at.txid - common;
   }
   return out;
-}
-
-/** The transaction files in a run of log bytes, with what a WAL_SEGMENT header needs of each. */
-function splitTransactionFiles(bytes: Buffer, entries: readonly LogEntry[]) {
-  let offset = 0;
-  return entries.map((e) => {
-    const file = bytes.subarray(offset, offset + e.length);
-    offset += e.length;
-    const h = decodeTransactionHeader(file.subarray(0, TX_HEADER_SIZE));
-    const postApplyChecksum = file.readBigUInt64BE(file.length - TX_TRAILER_SIZE);
-    return { bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum, postApplyChecksum, pageSize: h.pageSize, commitSize: h.commitSize };
-  });
 }

@@ -384,3 +384,18 @@ export function verifyChain(prev: { maxTxid: number; postApplyChecksum: bigint }
     fail(`pre-apply checksum ${hex(next.preApplyChecksum)} differs from the previous post-apply checksum ${hex(prev.postApplyChecksum)}`);
   }
 }
+
+/** One transaction file as stored, with the fields a WAL_SEGMENT header needs. */
+export interface SegmentFile { bytes: Buffer; minTxid: number; maxTxid: number; preApplyChecksum: bigint; postApplyChecksum: bigint; pageSize: number; commitSize: number }
+
+/** The transaction files in a run of log bytes, with what a WAL_SEGMENT header needs of each. */
+export function splitTransactionFiles(bytes: Buffer, entries: readonly { length: number }[]): SegmentFile[] {
+  let offset = 0;
+  return entries.map((e) => {
+    const file = bytes.subarray(offset, offset + e.length);
+    offset += e.length;
+    const h = decodeTransactionHeader(file.subarray(0, TX_HEADER_SIZE));
+    const postApplyChecksum = file.readBigUInt64BE(file.length - TX_TRAILER_SIZE);
+    return { bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum, postApplyChecksum, pageSize: h.pageSize, commitSize: h.commitSize };
+  });
+}
