@@ -17,6 +17,7 @@ import { Streamer } from './replication/streamer.js';
 import { Follower } from './replication/follower.js';
 import { ClusterIdFile, createLeaser, NodeLifecycle, type PrimaryInfo } from './lease/index.js';
 import { parseHostPort } from './config/index.js';
+import { BackupUploader, hasNoDatabases, openBackup, restoreDataDir } from './backup/index.js';
 
 /** This node as the lease names a primary. A static replica's lease config names the primary, not itself. */
 function selfInfo(config: Config): PrimaryInfo {
@@ -68,6 +69,20 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     retentionMonitorInterval: config.data.retentionMonitorInterval,
     nodeId: nodeId(config.data.dir),
   });
+  const backup = config.backup ? openBackup(config.backup) : undefined;
+  if (backup && hasNoDatabases(store.dbDir)) {
+    try {
+      const n = await restoreDataDir({ ...backup, dbDir: store.dbDir, logRoot: path.join(config.data.dir, 'txlog'), compress: config.data.compress, log });
+      if (n === 0) log.info({ bucket: backup.objects.label }, 'no databases here and none in the backup: starting empty');
+    } catch (err) {
+      // A candidate starting empty while its backup is unreadable could become a primary without the data.
+      if (config.lease.candidate) {
+        store.close();
+        throw new Error(`cannot restore from the backup (${(err as Error).message}); fix backup: in the config, or start with the databases in place`);
+      }
+      log.warn({ err: (err as Error).message }, 'could not restore from the backup; the primary will send snapshots');
+    }
+  }
   store.open();
   let fuse: FuseMount;
   try {
@@ -107,8 +122,14 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     newFollower: (primaryUrl) =>
       new Follower({ store, files: fileControl, log, primaryUrl, hostname, nodeId: store.nodeIdHex, clusterId: () => clusterIds.read(), reconnectDelay: config.lease.reconnectDelay, scratchDir }),
   });
+  const uploader = backup && config.backup ? new BackupUploader({ store, ...backup, config: config.backup, mountDir: fuse.dir, log }) : undefined;
+  if (uploader) store.retentionFloor = (db) => uploader.retentionFloor(db);
   lifecycle.on('role', (role: string) => {
     log.info({ role }, 'role');
+    if (uploader && !stopping) {
+      if (role === 'primary') uploader.start();
+      else void uploader.stop();
+    }
     if (role === 'primary') fileControl.setVirtualFile('.lag', '0\n');
   });
   lifecycle.on('fatal', () => void stop(1));
@@ -130,6 +151,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
     await lifecycle.stop();
+    await uploader?.flushAndStop(3000); // what was committed before writes stopped
     streamer.close();
     await http?.app.close().catch(() => undefined);
     if (fuse.isMounted) fuse.unmount();
@@ -162,6 +184,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
         clusterId: () => clusterIds.read(),
         lagMs: () => lifecycle.currentFollower?.lag ?? 0,
         lifecycle,
+        ...(uploader ? { backup: () => uploader.status() } : {}),
       },
       log,
       fuse.dir,

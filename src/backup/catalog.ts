@@ -136,7 +136,8 @@ export function planRestore(db: string, gens: Generation[], target: RestoreTarge
     }
     if ('timestamp' in target) {
       // Upload time bounds commit time from above: a snapshot uploaded by then is at a TXID committed by then.
-      const snap = [...gen.snapshots].reverse().find((s) => s.lastModified <= target.timestamp);
+      // Listings give whole seconds (S3, s3rver): a second's margin keeps that true.
+      const snap = [...gen.snapshots].reverse().find((s) => s.lastModified + 1000 <= target.timestamp);
       if (!snap) {
         tried.push(`${gen.id}: first snapshot uploaded ${new Date(gen.snapshots[0]!.lastModified).toISOString()}`);
         continue;

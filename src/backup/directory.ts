@@ -52,9 +52,10 @@ export class DirectoryObjectStore implements ObjectStore {
     return [...found].sort();
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {
     try {
-      return fs.readFileSync(this.file(key));
+      const bytes = fs.readFileSync(this.file(key));
+      return range ? bytes.subarray(range.start, range.end) : bytes;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectStoreError(`${this.label}/${key}: no such object`, 'NoSuchKey', true, true);
       throw err;
@@ -67,7 +68,8 @@ export class DirectoryObjectStore implements ObjectStore {
     return fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const file = this.file(key);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file + '.tmp', body);

@@ -16,10 +16,12 @@ export interface ObjectStore {
   list(prefix: string): Promise<StoredObject[]>;
   /** The sub-prefixes of `prefix` up to the next '/', each ending in '/'. */
   listPrefixes(prefix: string): Promise<string[]>;
-  get(key: string): Promise<Buffer>;
+  /** The object, or with `range` only bytes start..end-1 of it. */
+  get(key: string, range?: { start: number; end: number }): Promise<Buffer>;
   /** The object's bytes as they arrive (a large snapshot is decoded while it downloads). */
   getStream(key: string): Promise<AsyncIterable<Buffer>>;
-  put(key: string, body: Buffer): Promise<void>;
+  /** Atomic: the object exists whole or not at all. `signal` abandons the upload. */
+  put(key: string, body: Buffer, signal?: AbortSignal): Promise<void>;
   delete(keys: string[]): Promise<void>;
 }
 

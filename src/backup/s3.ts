@@ -87,9 +87,10 @@ export class S3ObjectStore implements ObjectStore {
     return out.sort();
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const Range = range ? `bytes=${range.start}-${range.end - 1}` : undefined;
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range }));
       if (!res.Body) throw new Error('empty response body');
       const bytes = await res.Body.transformToByteArray();
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -117,9 +118,9 @@ export class S3ObjectStore implements ObjectStore {
     })();
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }), { abortSignal: signal });
     } catch (err) {
       throw this.fail(key, err);
     }

@@ -14,6 +14,9 @@ Commands:
   import    send a database file to the primary (-name DB [-url URL | -config PATH] FILE)
   export    fetch a consistent copy of a database (-name DB [-url URL | -config PATH] FILE)
   run       run a command against the local node ([-promote] [-if-candidate] [-url URL | -config PATH] -- CMD)
+  restore   rebuild a database from its backup (-config PATH -o FILE [-txid N | -timestamp RFC3339]
+            [-if-db-not-exists] [-if-replica-exists] [-parallelism N] DB)
+  backups   list the backed-up databases, or one database's generations, snapshots and segments ([-config PATH] [-json] [DB])
   version   print the version
 `;
 
@@ -33,6 +36,11 @@ async function main(argv: string[]): Promise<number> {
       const { runRun } = await import('./run.js');
       return runRun(args);
     }
+    case 'restore':
+    case 'backups': {
+      const { runRestore, runBackups } = await import('./backup.js');
+      return command === 'restore' ? runRestore(args) : runBackups(args);
+    }
     case 'version':
     case '-version':
     case '--version':
@@ -50,9 +58,15 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Backup and restore failures (a bucket, an object, a plan): one line each. By name, so that
+ * commands without a backup do not load its modules.
+ */
+const ONE_LINE_ERRORS = new Set(['RestorePlanError', 'BackupObjectError', 'ObjectStoreError', 'RestoreError']);
+
 /** Errors users cause are one line; anything else is a bug and keeps its stack. */
 function report(err: unknown): number {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof MountError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof MountError || (err instanceof Error && ONE_LINE_ERRORS.has(err.name))) {
     process.stderr.write(`${err.message.startsWith('litefs') ? '' : 'litefs: '}${err.message}\n`);
     return err instanceof UsageError ? 2 : 1;
   }

@@ -10,6 +10,7 @@ export interface MetricSources {
   /** Replication lag in ms (0 on the primary). */
   lagMs: () => number;
   lifecycle: { stats: { promotions: number; demotions: number; handoffs: number; discarded: number } };
+  backup?: () => { db: string; txid: number; pending: number }[];
 }
 
 /** A counter whose value lives elsewhere: set from `read` at each scrape. */
@@ -40,5 +41,22 @@ export function createMetrics(src: MetricSources): Registry {
   mirroredCounter(registry, 'litefs_demotions_total', 'Times this node lost the lease while primary', () => s.demotions);
   mirroredCounter(registry, 'litefs_handoffs_total', 'Times this node handed its lease to a replica', () => s.handoffs);
   mirroredCounter(registry, 'litefs_discarded_transactions_total', 'Transactions this node committed as primary that never reached the next primary, discarded when it rejoined', () => s.discarded);
+  if (src.backup) {
+    const backup = src.backup;
+    new Gauge({
+      name: 'litefs_backup_txid', help: 'Last TXID of each database uploaded to the backup', labelNames: ['db'], registers: [registry],
+      collect() {
+        this.reset();
+        for (const b of backup()) this.set({ db: b.db }, b.txid);
+      },
+    });
+    new Gauge({
+      name: 'litefs_backup_pending_transactions', help: 'Transactions committed and not yet uploaded to the backup', labelNames: ['db'], registers: [registry],
+      collect() {
+        this.reset();
+        for (const b of backup()) this.set({ db: b.db }, b.pending);
+      },
+    });
+  }
   return registry;
 }

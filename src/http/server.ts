@@ -9,6 +9,7 @@ import type { ReplicaRequest, Streamer } from '../replication/streamer.js';
 import type { NodeLifecycle } from '../lease/lifecycle.js';
 import type { Position } from '../store/db.js';
 import { createMetrics } from './metrics.js';
+import type { DbBackupStatus } from '../backup/uploader.js';
 import { exportDatabase, importDatabase, ImportError } from '../store/transfer.js';
 
 export interface NodeInfo {
@@ -22,6 +23,8 @@ export interface NodeInfo {
   clusterId: () => string | undefined;
   lagMs: () => number;
   lifecycle: Pick<NodeLifecycle, 'promote' | 'handoff' | 'stats'>;
+  /** The S3 backup's state per database, when `backup` is configured. */
+  backup?: () => DbBackupStatus[];
 }
 
 /** A replica's request from a POST body {hostname, nodeId, clusterId, positions} or GET ?hostname=&pos=db:txid/checksum. */
@@ -109,6 +112,7 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
     databases: Object.fromEntries(
       [...store.dbs.values()].map((db) => [db.name, { txid: db.position.txid, position: formatPosition(db.position.txid, db.position.checksum), pageSize: db.pageSize, pages: db.commitSize }]),
     ),
+    ...(info.backup ? { backup: Object.fromEntries(info.backup().map(({ db, ...rest }) => [db, rest])) } : {}),
   }));
 
   const stream = async (req: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
@@ -132,6 +136,7 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
     subscriberCount: () => info.streamer()?.subscriberCount ?? 0,
     lagMs: info.lagMs,
     lifecycle: info.lifecycle,
+    backup: info.backup,
   });
   app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 

@@ -129,9 +129,12 @@ export class Store extends EventEmitter {
     this.emit('drop', db);
   }
 
+  /** The backup's say in retention: the lowest TXID a database's log must keep, if any. */
+  retentionFloor?: (db: string) => number | undefined;
+
   enforceRetention(): void {
     const before = Date.now() - this.opts.retention;
-    for (const db of this.dbs.values()) db.log.enforceRetention(before);
+    for (const db of this.dbs.values()) db.log.enforceRetention(before, this.retentionFloor?.(db.name));
   }
 
   /** The FUSE event handler: the commit path runs through here. */

@@ -273,14 +273,21 @@ export class TransactionLog {
     return dest;
   }
 
-  /** Deletes whole segments older than `before` (ms), never the newest one. */
-  enforceRetention(before: number): number {
+  /**
+   * Deletes whole segments older than `before` (ms), never the newest one,
+   * nor one holding TXID `keepFrom` or later (not yet in the backup).
+   */
+  enforceRetention(before: number, keepFrom = Infinity): number {
     let removed = 0;
-    const bySegment = new Map<string, number>();
-    for (const e of this.entries) bySegment.set(e.segment, Math.max(bySegment.get(e.segment) ?? 0, e.timestamp));
+    const bySegment = new Map<string, { timestamp: number; maxTxid: number }>();
+    for (const e of this.entries) {
+      const seen = bySegment.get(e.segment);
+      bySegment.set(e.segment, { timestamp: Math.max(seen?.timestamp ?? 0, e.timestamp), maxTxid: Math.max(seen?.maxTxid ?? 0, e.maxTxid) });
+    }
     const segments = [...bySegment.keys()];
     for (const segment of segments.slice(0, -1)) {
-      if (bySegment.get(segment)! >= before) break;
+      const { timestamp, maxTxid } = bySegment.get(segment)!;
+      if (timestamp >= before || maxTxid >= keepFrom) break;
       fs.rmSync(segment, { force: true });
       this.entries = this.entries.filter((e) => e.segment !== segment);
       removed++;

@@ -17,7 +17,7 @@ export interface ProxyRequest {
   /** Status sent to the client; null while pending, or if it never got one (hang, upstream gone). */
   status: number | null;
   /** Which fault answered it, when it was not forwarded normally. */
-  fault?: 'fail' | 'down' | 'hang' | 'slow' | 'auth' | 'upstream';
+  fault?: 'fail' | 'down' | 'hang' | 'slow' | 'reset' | 'auth' | 'upstream';
 }
 
 export interface FaultProxy {
@@ -27,7 +27,7 @@ export interface FaultProxy {
   /** Log of every request that reached the proxy, oldest first. */
   readonly requests: ProxyRequest[];
   clear(): void;
-  /** Back to normal forwarding: ends hang/slow/down/refuse, releases hung requests. */
+  /** Back to normal forwarding: ends any mode and pending failNext, releases hung requests. */
   pass(): Promise<void>;
   /** The next n requests get `status` with an S3 XML error, without being forwarded. */
   failNext(n: number, status?: number): void;
@@ -96,38 +96,33 @@ interface AuthCheck {
   message: string;
 }
 
+/** decodeURIComponent that leaves malformed escapes as they are rather than throw. */
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
 /**
- * Recomputes the SigV4 signature of an incoming request (Authorization header
- * or presigned query) and compares it; null when it verifies. The payload
+ * Recomputes the SigV4 signature of an incoming request from its
+ * Authorization header and compares it; null when it verifies. The payload
  * hash is taken from x-amz-content-sha256 as sent: the body itself (and any
- * aws-chunked chunk signatures) is not checked.
+ * aws-chunked chunk signatures) is not checked, nor are presigned URLs.
  */
 export function verifySigV4(
   req: http.IncomingMessage,
   creds: { accessKeyId: string; secretAccessKey: string; region: string },
 ): AuthCheck | null {
-  const url = new URL(req.url ?? '/', 'http://proxy');
-  const rawQuery = (req.url ?? '').includes('?') ? (req.url ?? '').slice((req.url ?? '').indexOf('?') + 1) : '';
   const auth = req.headers['authorization'];
-  let credential: string, signedHeaders: string, signature: string, amzDate: string, payloadHash: string;
-  let presigned = false;
-  if (auth) {
-    const m = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/.exec(auth.trim());
-    if (!m) return { status: 400, code: 'AuthorizationHeaderMalformed', message: 'The authorization header is malformed.' };
-    [, credential, signedHeaders, signature] = m as unknown as [string, string, string, string];
-    amzDate = String(req.headers['x-amz-date'] ?? '');
-    payloadHash = String(req.headers['x-amz-content-sha256'] ?? '');
-    if (!payloadHash) return { status: 400, code: 'InvalidRequest', message: 'Missing required header x-amz-content-sha256.' };
-  } else if (url.searchParams.get('X-Amz-Algorithm') === 'AWS4-HMAC-SHA256') {
-    presigned = true;
-    credential = url.searchParams.get('X-Amz-Credential') ?? '';
-    signedHeaders = url.searchParams.get('X-Amz-SignedHeaders') ?? '';
-    signature = url.searchParams.get('X-Amz-Signature') ?? '';
-    amzDate = url.searchParams.get('X-Amz-Date') ?? '';
-    payloadHash = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
-  } else {
-    return { status: 403, code: 'AccessDenied', message: 'Access Denied' };
-  }
+  if (!auth) return { status: 403, code: 'AccessDenied', message: 'Access Denied' };
+  const m = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/.exec(auth.trim());
+  if (!m) return { status: 400, code: 'AuthorizationHeaderMalformed', message: 'The authorization header is malformed.' };
+  const [, credential = '', signedHeaders = '', signature = ''] = m;
+  const amzDate = String(req.headers['x-amz-date'] ?? '');
+  const payloadHash = String(req.headers['x-amz-content-sha256'] ?? '');
+  if (!payloadHash) return { status: 400, code: 'InvalidRequest', message: 'Missing required header x-amz-content-sha256.' };
 
   const [keyId, date, region, service, terminator] = credential.split('/');
   if (keyId !== creds.accessKeyId) {
@@ -137,15 +132,17 @@ export function verifySigV4(
     return { status: 400, code: 'AuthorizationHeaderMalformed', message: `Bad credential scope ${credential}.` };
   }
 
-  // Canonical query: decoded then re-encoded pairs, sorted; the signature
-  // itself is left out of a presigned URL's.
+  // S3 signs the path as sent (encoded once, not normalized) and the query
+  // as decoded-then-reencoded pairs, sorted.
+  const rawUrl = req.url ?? '/';
+  const q = rawUrl.indexOf('?');
+  const canonicalPath = (q < 0 ? rawUrl : rawUrl.slice(0, q)) || '/';
   const pairs: [string, string][] = [];
-  for (const part of rawQuery.split('&')) {
+  for (const part of q < 0 ? [] : rawUrl.slice(q + 1).split('&')) {
     if (!part) continue;
     const eq = part.indexOf('=');
-    const k = decodeURIComponent(eq < 0 ? part : part.slice(0, eq));
-    const v = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1));
-    if (presigned && k === 'X-Amz-Signature') continue;
+    const k = decode(eq < 0 ? part : part.slice(0, eq));
+    const v = eq < 0 ? '' : decode(part.slice(eq + 1));
     pairs.push([uriEncode(k), uriEncode(v)]);
   }
   pairs.sort(([ak, av], [bk, bv]) => (ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0));
@@ -162,8 +159,6 @@ export function verifySigV4(
   const names = signedHeaders.split(';');
   const canonicalHeaders = names.map((n) => `${n}:${(values.get(n) ?? []).join(',')}\n`).join('');
 
-  // S3 signs the path as sent (encoded once, not normalized).
-  const canonicalPath = (req.url ?? '/').split('?')[0] || '/';
   const canonicalRequest = [req.method, canonicalPath, canonicalQuery, canonicalHeaders, signedHeaders, payloadHash].join('\n');
   const scope = `${date}/${region}/${service}/aws4_request`;
   const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256hex(canonicalRequest)].join('\n');
@@ -216,7 +211,7 @@ export async function startFaultProxy(
     // a dead S3 endpoint would, rather than invent an HTTP answer.
     up.on('error', () => {
       entry.fault ??= 'upstream';
-      res.destroy();
+      if (!res.writableFinished) res.destroy();
     });
     up.on('response', (upRes) => {
       const reply = () => {
@@ -239,7 +234,10 @@ export async function startFaultProxy(
     const entry: ProxyRequest = { method: req.method ?? 'GET', url: req.url ?? '/', status: null };
     requests.push(entry);
     // A kept-alive connection from before the switch to 'reset'.
-    if (mode === 'reset') return void req.socket.destroy();
+    if (mode === 'reset') {
+      entry.fault = 'reset';
+      return void req.socket.destroy();
+    }
     res.on('finish', () => (entry.status = res.statusCode));
     if (failCount > 0) {
       failCount--;
@@ -303,6 +301,7 @@ export async function startFaultProxy(
       requests.length = 0;
     },
     async pass() {
+      failCount = 0;
       await proxy.setMode('pass');
     },
     failNext(n, status = 503) {

@@ -115,7 +115,6 @@ describe('fault proxy', () => {
   // A failed test must not leave its fault behind for the next one.
   beforeEach(async () => {
     await proxy.pass();
-    proxy.failNext(0);
     proxy.checkSignatures(false);
   });
   after(async () => {
@@ -161,10 +160,12 @@ describe('fault proxy', () => {
     await proxy.setMode('hang');
     const e = await failure(get('k', AbortSignal.timeout(300)));
     assert.match(e.name, /AbortError|TimeoutError/);
+    proxy.clear();
     const pending = get('k'); // no timeout: released by pass()
     await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(proxy.requests.map((r) => [r.status, r.fault]), [[null, 'hang']]);
     await proxy.pass();
-    assert.ok((await failure(pending)).name.length > 0);
+    assert.equal((await failure(pending)).code, 'ECONNRESET');
     assert.equal(await get('k'), 'value');
   });
 
@@ -173,10 +174,10 @@ describe('fault proxy', () => {
     const t0 = Date.now();
     assert.equal(await get('k'), 'value');
     assert.ok(Date.now() - t0 >= 280, `took ${Date.now() - t0} ms`);
+    assert.equal(proxy.requests.at(-1)?.fault, 'slow');
     await proxy.pass();
-    const t1 = Date.now();
     assert.equal(await get('k'), 'value');
-    assert.ok(Date.now() - t1 < 250);
+    assert.equal(proxy.requests.at(-1)?.fault, undefined);
   });
 
   test('refuse: connection refused until pass(); reset: connection dropped', async () => {
@@ -204,37 +205,37 @@ describe('fault proxy', () => {
 
   test('checkSignatures: right secret passes, wrong secret or key id is refused', async () => {
     proxy.checkSignatures(true);
-    try {
-      // Keys and queries that exercise canonical encoding.
-      await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'sig/a b+c=ü~*.txt', Body: 'signed' }));
-      const body = Readable.from([Buffer.from('str'), Buffer.from('eam')]);
-      await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'sig/stream', Body: body, ContentLength: 6 }));
-      assert.equal(await get('sig/a b+c=ü~*.txt'), 'signed');
-      const list = await client.send(
-        new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'sig/a b+', MaxKeys: 1, StartAfter: 'sig/!' }),
-      );
-      assert.deepEqual(list.Contents?.map((o) => o.Key), ['sig/a b+c=ü~*.txt']);
+    // Keys and queries that exercise canonical encoding.
+    await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'sig/a b+c=ü~*.txt', Body: 'signed' }));
+    const body = Readable.from([Buffer.from('str'), Buffer.from('eam')]);
+    await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'sig/stream', Body: body, ContentLength: 6 }));
+    assert.equal(await get('sig/a b+c=ü~*.txt'), 'signed');
+    const list = await client.send(
+      new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'sig/a b+', MaxKeys: 1, StartAfter: 'sig/!' }),
+    );
+    assert.deepEqual(list.Contents?.map((o) => o.Key), ['sig/a b+c=ü~*.txt']);
 
-      const badSecret = s3.client(proxy.endpoint, {
-        maxAttempts: 1,
-        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'wrong' },
-      });
-      const e1 = await failure(badSecret.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' })));
-      assert.deepEqual([e1.name, e1.status], ['SignatureDoesNotMatch', 403]);
-      const badKey = s3.client(proxy.endpoint, {
-        maxAttempts: 1,
-        credentials: { accessKeyId: 'SOMEONE', secretAccessKey: 'S3RVER' },
-      });
-      const e2 = await failure(badKey.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' })));
-      assert.deepEqual([e2.name, e2.status], ['InvalidAccessKeyId', 403]);
-      const unsigned = await fetch(`${proxy.endpoint}/${s3.bucket}/k`);
-      assert.equal(unsigned.status, 403);
-      assert.match(await unsigned.text(), /<Code>AccessDenied<\/Code>/);
-    } finally {
-      proxy.checkSignatures(false);
-    }
+    const badSecret = s3.client(proxy.endpoint, {
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'wrong' },
+    });
+    const e1 = await failure(badSecret.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' })));
+    assert.deepEqual([e1.name, e1.status], ['SignatureDoesNotMatch', 403]);
+    const bigPut = badSecret.send(new PutObjectCommand({ Bucket: s3.bucket, Key: 'sig/big', Body: Buffer.alloc(256 * 1024) }));
+    assert.equal((await failure(bigPut)).name, 'SignatureDoesNotMatch');
+    assert.deepEqual(await s3.listKeys('sig/big'), []);
+    const badKey = s3.client(proxy.endpoint, {
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'SOMEONE', secretAccessKey: 'S3RVER' },
+    });
+    const e2 = await failure(badKey.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' })));
+    assert.deepEqual([e2.name, e2.status], ['InvalidAccessKeyId', 403]);
+    const unsigned = await fetch(`${proxy.endpoint}/${s3.bucket}/k`);
+    assert.equal(unsigned.status, 403);
+    assert.match(await unsigned.text(), /<Code>AccessDenied<\/Code>/);
     // s3rver alone accepts the wrong secret: that is why the proxy checks.
     const direct = s3.client(undefined, { credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'wrong' } });
-    assert.equal((await (await direct.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' }))).Body!.transformToString()), 'value');
+    const out = await direct.send(new GetObjectCommand({ Bucket: s3.bucket, Key: 'k' }));
+    assert.equal(await out.Body!.transformToString(), 'value');
   });
 });

@@ -1,0 +1,115 @@
+// bench/backup: the S3 backup against s3rver on loopback, in one run.
+//  1. Commit rate through a primary's mount with the backup on vs off
+//     (goal: ratio >= 0.95): two single-node primaries, one uploading
+//     every second, measured alternately.
+//  2. Restore rate: a database of BENCH_DB_MIB (default 1024) MiB backed up
+//     as a snapshot plus BENCH_SEGMENTS (default 10000) segment uploads,
+//     then `litefs restore` of the latest point, timed end to end (goal:
+//     >= 200 MB/s of database restored).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { MountProcess, writeConfig, litefs } from '../test/support/cli.js';
+import { freePort } from '../test/support/cluster.js';
+import { startS3rver } from '../test/support/s3.js';
+import { backupYaml } from '../test/support/backup.js';
+import { commitRate, fmt } from './measure.js';
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 3);
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const dbMiB = Number(process.env.BENCH_DB_MIB ?? 1024);
+const segments = Number(process.env.BENCH_SEGMENTS ?? 10_000);
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-bench-backup-'));
+const s3 = await startS3rver();
+const nodes: MountProcess[] = [];
+
+async function node(name: string, extra: string): Promise<{ mnt: string; url: string; config: string; proc: MountProcess }> {
+  const mnt = path.join(root, name, 'mnt');
+  const data = path.join(root, name, 'data');
+  fs.mkdirSync(mnt, { recursive: true });
+  fs.mkdirSync(data, { recursive: true });
+  const port = await freePort();
+  const config = writeConfig(path.join(root, name), { mnt, data, port, extra });
+  const proc = await MountProcess.start(config, mnt);
+  nodes.push(proc);
+  return { mnt, url: `http://127.0.0.1:${port}`, config, proc };
+}
+
+async function backupOf(url: string, db: string): Promise<{ txid: number; pending: number }> {
+  const info = (await (await fetch(`${url}/info`)).json()) as { backup?: Record<string, { txid: number; pending: number }> };
+  return info.backup?.[db] ?? { txid: 0, pending: Infinity };
+}
+
+async function waitUploaded(url: string, db: string): Promise<void> {
+  for (;;) {
+    const b = await backupOf(url, db);
+    if (b.pending === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+try {
+  // ---- 1. commit rate, backup on vs off ------------------------------------
+  const off = await node('off', '');
+  const on = await node('on', backupYaml(s3.endpoint, s3.bucket, 'commit', '  sync-interval: 1s\n'));
+  console.log(`bench/backup: single-row commits (WAL, synchronous=FULL), ${runs} alternating runs of ${seconds}s each; s3rver on loopback`);
+  const offRates: number[] = [];
+  const onRates: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    offRates.push(commitRate(path.join(off.mnt, `c${i}.db`), 'wal', 'full', seconds).perSecond);
+    onRates.push(commitRate(path.join(on.mnt, `c${i}.db`), 'wal', 'full', seconds).perSecond);
+  }
+  await waitUploaded(on.url, `c${runs - 1}.db`);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const ratio = median(onRates) / median(offRates);
+  console.log(`commit tx/s: backup off ${fmt(median(offRates))} | backup on ${fmt(median(onRates))} | ratio ${ratio.toFixed(2)} (goal >= 0.95: ${ratio >= 0.95 ? 'met' : 'NOT met'})`);
+  await off.proc.stop();
+  await on.proc.stop();
+
+  // ---- 2. restore rate ------------------------------------------------------
+  const big = await node('big', backupYaml(s3.endpoint, s3.bucket, 'restore', '  sync-interval: 5ms\n  snapshot-interval: 24h\n'));
+  const file = path.join(big.mnt, 'big.db');
+  let started = Date.now();
+  const db = new Database(file);
+  db.pragma('journal_mode=wal');
+  db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b BLOB)');
+  const insert = db.prepare('INSERT INTO t(a, b) VALUES (?, ?)');
+  const text = 'lorem ipsum dolor sit amet '.repeat(8);
+  const fill = db.transaction((n: number) => {
+    for (let i = 0; i < n; i++) insert.run(`${i} ${text}`, Buffer.from(Array.from({ length: 200 }, () => (Math.random() * 256) | 0)));
+  });
+  while (fs.statSync(file).size < dbMiB * 1024 * 1024) {
+    fill(20_000);
+    db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+  console.log(`built a ${fmt(fs.statSync(file).size / 1048576)} MiB database in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  const update = db.prepare('UPDATE t SET a = ? WHERE id = ?');
+  started = Date.now();
+  const count = async () => (await s3.listKeys('restore/')).filter((k) => k.endsWith('.seg.lz4')).length;
+  let have = await count();
+  for (let i = 0; have < segments; i++) {
+    update.run(`updated ${i}`, 1 + ((i * 7919) % 100_000));
+    await new Promise((r) => setTimeout(r, 4));
+    if (i % 500 === 499) have = await count();
+  }
+  await waitUploaded(big.url, 'big.db');
+  db.close();
+  const keys = await s3.listKeys('restore/');
+  console.log(`backup holds ${keys.filter((k) => k.endsWith('.snapshot.lz4')).length} snapshot(s) and ${fmt(keys.filter((k) => k.endsWith('.seg.lz4')).length)} segment objects (${((Date.now() - started) / 1000).toFixed(0)} s of small commits)`);
+  await big.proc.stop();
+
+  const out = path.join(root, 'restored.db');
+  started = Date.now();
+  const r = await litefs(['restore', '-config', big.config, '-o', out, 'big.db']);
+  const secs = (Date.now() - started) / 1000;
+  if (r.code !== 0) throw new Error(`restore failed: ${r.stderr}`);
+  const mb = fs.statSync(out).size / 1e6;
+  const rate = mb / secs;
+  console.log(r.stdout.trim());
+  console.log(`restore: ${fmt(mb)} MB in ${secs.toFixed(2)} s = ${fmt(rate)} MB/s (goal >= 200: ${rate >= 200 ? 'met' : 'NOT met'})`);
+} finally {
+  for (const p of nodes) await p.stop().catch(() => undefined);
+  await s3.destroy();
+  fs.rmSync(root, { recursive: true, force: true });
+}
