@@ -34,7 +34,7 @@ export class DirectoryObjectStore implements ObjectStore {
         if (st.isDirectory()) {
           if (prefix.startsWith(key + '/') || (key + '/').startsWith(prefix)) walk(key);
         } else if (key.startsWith(prefix) && !name.endsWith('.tmp')) {
-          out.push({ key, size: st.size, lastModified: st.mtimeMs });
+          out.push({ key, size: st.size, lastModified: Math.floor(st.mtimeMs) });
         }
       }
     };

@@ -36,7 +36,14 @@ export async function restoreDataDir(opts: { objects: ObjectStore; layout: Backu
   const { objects, layout, log } = opts;
   const names = await listBackedUpDatabases(objects, layout);
   for (const db of names) {
-    const result = await restoreDatabase({ store: objects, layout, db, output: path.join(opts.dbDir, db), target: { latest: true } });
+    const output = path.join(opts.dbDir, db);
+    const result = await restoreDatabase({ store: objects, layout, db, output, target: { latest: true } });
+    // A WAL-mode database is read with its -wal: on a replica no reader may create one, so an empty one is put beside it.
+    const head = Buffer.alloc(20);
+    const fd = fs.openSync(output, 'r');
+    fs.readSync(fd, head, 0, 20, 0);
+    fs.closeSync(fd);
+    if (head[18] === 2 && head[19] === 2) fs.writeFileSync(output + '-wal', '');
     new TransactionLog(path.join(opts.logRoot, db), opts.compress).reset({
       txid: result.txid, checksum: result.checksum, pageSize: result.pageSize, commitSize: result.commitSize, timestamp: result.timestamp,
     });

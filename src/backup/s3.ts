@@ -8,6 +8,9 @@ import {
 import type { BackupConfig } from '../config/index.js';
 import { ObjectStoreError, type ObjectStore, type StoredObject } from './object-store.js';
 
+// The SDK warns on every start that future versions need Node 22; the engines field already says what we run on.
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+
 /** S3 error codes that retrying will not fix. */
 const PERMANENT = new Set([
   'NoSuchBucket', 'AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled',
@@ -36,6 +39,7 @@ export class S3ObjectStore implements ObjectStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: opts.maxAttempts ?? 3,
+      cacheMiddleware: true, // a restore sends thousands of GETs: build the middleware stack once
       // Kept-alive sockets: a restore makes thousands of small requests.
       requestHandler: {
         httpAgent: new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
@@ -84,7 +88,14 @@ export class S3ObjectStore implements ObjectStore {
       for (const p of page.CommonPrefixes ?? []) if (p.Prefix) out.push(p.Prefix);
       if (!page.IsTruncated || !page.NextContinuationToken) break;
     }
-    return out.sort();
+    if (out.length > 0) return out.sort();
+    // Some S3-compatible servers (s3rver) answer a delimited listing of nested keys with nothing: derive it from a full one.
+    const found = new Set<string>();
+    for (const o of await this.list(prefix)) {
+      const slash = o.key.indexOf('/', prefix.length);
+      if (slash >= 0) found.add(o.key.slice(0, slash + 1));
+    }
+    return [...found].sort();
   }
 
   async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {

@@ -16,7 +16,8 @@ import { takeSnapshot } from '../replication/snapshot.js';
 import { RECORD_HEADER_SIZE } from '../replication/records.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { splitTransactionFiles } from '../txlog/txfile.js';
-import { readCatalog, segmentChain, type Generation } from './catalog.js';
+import { readCatalog, segmentChain, type Generation, type SegmentInfo } from './catalog.js';
+import { compactWindows } from './compaction.js';
 import { newGenerationId, type BackupLayout } from './layout.js';
 import { encodeSegmentObject, encodeSnapshotObject } from './objects.js';
 import type { ObjectStore } from './object-store.js';
@@ -54,6 +55,10 @@ interface DbState {
   lastUploadAt?: number;
   /** Set when the bucket must get a new generation (first backup, history changed). */
   needsGeneration: boolean;
+  /** The current generation's segment objects, ascending. */
+  segments: SegmentInfo[];
+  /** Compaction windows ending at or before this TXID were looked at. */
+  compactedTo: number;
   known: boolean;
   error?: string;
 }
@@ -188,7 +193,7 @@ export class BackupUploader extends EventEmitter {
 
   private stateOf(name: string): DbState {
     let s = this.state.get(name);
-    if (!s) this.state.set(name, (s = { txid: 0, checksum: 0n, snapshotAt: 0, needsGeneration: false, known: false }));
+    if (!s) this.state.set(name, (s = { txid: 0, checksum: 0n, snapshotAt: 0, needsGeneration: false, known: false, segments: [], compactedTo: 0 }));
     return s;
   }
 
@@ -196,6 +201,7 @@ export class BackupUploader extends EventEmitter {
     if (!s.known) await this.resume(db, s);
     if (s.needsGeneration) await this.snapshot(db, s, true);
     await this.uploadSegments(db, s);
+    await this.compact(db, s);
     if (Date.now() - s.snapshotAt >= this.opts.config.snapshotInterval && db.position.txid > (s.snapshotTxid ?? 0)) {
       await this.snapshot(db, s, false);
       await this.retention();
@@ -214,7 +220,7 @@ export class BackupUploader extends EventEmitter {
     s.snapshotAt = gen.snapshots[gen.snapshots.length - 1]!.lastModified;
     s.snapshotTxid = gen.snapshots[gen.snapshots.length - 1]!.txid;
     if (end && this.continues(db, end)) {
-      Object.assign(s, { generation: gen.id, txid: end.txid, checksum: end.checksum, needsGeneration: false });
+      Object.assign(s, { generation: gen.id, txid: end.txid, checksum: end.checksum, needsGeneration: false, segments: gen.segments, compactedTo: s.snapshotTxid });
       this.opts.log.info({ db: db.name, generation: gen.id, txid: end.txid }, 'backup continues its generation');
     } else {
       const why = end ? `it ends at ${formatPosition(end.txid, end.checksum)}, not in this node's history` : 'its end cannot be read';
@@ -252,7 +258,7 @@ export class BackupUploader extends EventEmitter {
     this.stats.snapshots++;
     this.stats.bytes += body.length;
     if (newGeneration || s.generation !== generation) {
-      Object.assign(s, { generation, txid: image.txid, checksum: image.checksum, needsGeneration: false });
+      Object.assign(s, { generation, txid: image.txid, checksum: image.checksum, needsGeneration: false, segments: [], compactedTo: image.txid });
     }
     s.snapshotAt = Date.now();
     s.snapshotTxid = image.txid;
@@ -274,13 +280,31 @@ export class BackupUploader extends EventEmitter {
       const files = splitTransactionFiles(db.log.readEncoded(batch), batch);
       const last = files[files.length - 1]!;
       const body = encodeSegmentObject(db.name, files);
-      await this.opts.objects.put(this.opts.layout.segmentKey(db.name, s.generation!, first.minTxid, last.maxTxid), body, this.abort.signal);
+      const key = this.opts.layout.segmentKey(db.name, s.generation!, first.minTxid, last.maxTxid);
+      await this.opts.objects.put(key, body, this.abort.signal);
+      s.segments.push({ key, minTxid: first.minTxid, maxTxid: last.maxTxid, size: body.length, lastModified: Date.now() });
       s.txid = last.maxTxid;
       s.checksum = last.postApplyChecksum;
       s.lastUploadAt = Date.now();
       this.stats.uploads++;
       this.stats.bytes += body.length;
       this.emit('uploaded', db.name, s.txid);
+    }
+  }
+
+  /** Merges the small objects of completed TXID windows (compaction.ts); a failure only delays it. */
+  private async compact(db: DB, s: DbState): Promise<void> {
+    if (!s.generation || s.txid <= s.compactedTo) return;
+    try {
+      const ctx = { objects: this.opts.objects, layout: this.opts.layout, db: db.name, generation: s.generation, signal: this.abort.signal };
+      const { segments, merged } = await compactWindows(ctx, s.segments, s.compactedTo, s.txid);
+      s.segments = segments;
+      s.compactedTo = s.txid;
+      if (merged > 0) this.opts.log.debug({ db: db.name, merged }, 'backup compacted segment objects');
+    } catch (err) {
+      if (this.abort.signal.aborted) return;
+      s.known = false; // read the bucket again before going on
+      this.opts.log.warn({ db: db.name, err: (err as Error).message }, 'backup compaction failed; will retry');
     }
   }
 

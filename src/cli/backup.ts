@@ -46,8 +46,6 @@ function backupConfig(configPath: string | undefined): BackupConfig {
 
 /** Loaded on use: the AWS SDK takes a third of a second to load, which flag errors need not wait for. */
 async function openStore(cfg: BackupConfig): Promise<ObjectStore & { close(): void }> {
-  // The SDK warns on every run that its 2027 releases will need Node 22: noise in a one-line CLI on Node 20.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const { S3ObjectStore } = await import('../backup/s3.js');
   return new S3ObjectStore(cfg);
 }

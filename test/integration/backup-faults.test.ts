@@ -19,7 +19,7 @@ const DB = 'faults.db';
 /** A config with only what restore needs, pointing at `endpoint`. */
 function restoreConfig(dir: string, name: string, yaml: string): ClusterNode {
   const config = path.join(dir, `${name}.yml`);
-  fs.writeFileSync(config, `fuse:\n  dir: "${dir}/mnt"\ndata:\n  dir: "${dir}/data"\n${yaml}`);
+  fs.writeFileSync(config, `fuse:\n  dir: "${dir}/mnt"\ndata:\n  dir: "${dir}/data"\nlease:\n  type: static\n${yaml}`);
   return { name, mnt: '', data: '', port: 0, url: '', config };
 }
 
@@ -89,7 +89,7 @@ describe('S3 backup faults', () => {
       const primary = cluster.primary;
       await cluster.start(primary);
       assert.equal((await sqlite3(path.join(primary.mnt, DB), 'PRAGMA journal_mode=delete; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);')).code, 0);
-      for (let i = 0; i < 3; i++) {
+      for (let i = 0; i < 4; i++) {
         await commitRows(primary, DB, 3, `batch${i}`);
         await waitBackedUp(primary, DB);
       }
@@ -98,7 +98,7 @@ describe('S3 backup faults', () => {
       const keys = await s3.listKeys('bad/');
       const segments = keys.filter((k) => k.endsWith('.seg.lz4'));
       const snapshot = keys.find((k) => k.endsWith('.snapshot.lz4'))!;
-      assert.ok(segments.length >= 3, `several segments: ${keys.join(', ')}`);
+      assert.ok(segments.length >= 2, `several segments: ${keys.join(', ')}`);
 
       proxy.checkSignatures(true);
       await fails(restoreConfig(dir, 'badsecret', backupYaml(proxy.endpoint, s3.bucket, 'bad').replace('secret-access-key: S3RVER', 'secret-access-key: wrong')), /SignatureDoesNotMatch/, 'wrong secret');
@@ -106,7 +106,7 @@ describe('S3 backup faults', () => {
       proxy.checkSignatures(false);
       await fails(restoreConfig(dir, 'nobucket', backupYaml(s3.endpoint, 'no-such-bucket', 'bad')), /no-such-bucket.*NoSuchBucket|NoSuchBucket.*no-such-bucket/, 'missing bucket');
 
-      const middle = segments[1]!;
+      const middle = segments[0]!; // a later one follows it
       const original = await s3.getObject(middle);
       const flipped = Buffer.from(original);
       flipped[Math.floor(flipped.length / 2)]! ^= 0xff;

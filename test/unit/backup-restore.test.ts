@@ -108,7 +108,7 @@ const LAST = STEPS.length;
 
 /** A bucket directory with its store, and helpers to lay objects out in it. */
 class Bucket {
-  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-bucket-'));
+  readonly dir = fs.mkdtempSync(path.join(scratch, 'bucket-'));
   readonly store = new DirectoryObjectStore(this.dir);
   readonly layout = new BackupLayout('backups');
   readonly gen = newGenerationId(T0);
