@@ -7,9 +7,10 @@
 // reaching furthest (catalog.ts), so the bucket is consistent at every step,
 // and an object straddling a window's edge is simply left as it is.
 import { walSegmentRecord } from '../replication/records.js';
+import { TxFileError, verifyChain, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { SegmentInfo } from './catalog.js';
 import type { BackupLayout } from './layout.js';
-import { decodeSegmentObject } from './objects.js';
+import { BackupObjectError, decodeSegmentObject } from './objects.js';
 import type { ObjectStore } from './object-store.js';
 import { parseObjectName } from './layout.js';
 
@@ -44,19 +45,56 @@ export async function compactWindows(ctx: CompactionContext, segments: SegmentIn
   return { segments, merged };
 }
 
-/** Merges the objects wholly inside [start, end] when there are several and they chain; undefined if nothing to do. */
+/**
+ * Merges the objects wholly inside [start, end] into one when they chain;
+ * undefined if nothing to do. When one of them already holds all the others
+ * (a pass stopped before its deletes finished), it is verified and the
+ * others go.
+ */
 async function mergeWindow(ctx: CompactionContext, segments: SegmentInfo[], start: number, end: number): Promise<SegmentInfo[] | undefined> {
   const inside = segments.filter((s) => s.minTxid >= start && s.maxTxid <= end);
   if (inside.length < 2) return undefined;
-  const chain: SegmentInfo[] = [];
-  for (const s of inside) {
-    const last = chain[chain.length - 1];
-    if (!last) chain.push(s);
-    else if (s.minTxid === last.maxTxid + 1) chain.push(s);
-    else if (s.minTxid > last.maxTxid + 1) return undefined; // a hole: leave the window alone
-  }
-  if (chain.length < 2 || chain.reduce((n, s) => n + s.size, 0) > MAX_MERGED_BYTES) return undefined;
+  const chain = windowChain(inside);
+  if (!chain || chain.reduce((n, s) => n + s.size, 0) > MAX_MERGED_BYTES) return undefined;
 
+  const files = await readChain(ctx, chain);
+  const first = chain[0]!;
+  const last = chain[chain.length - 1]!;
+  let merged = first;
+  if (chain.length > 1) {
+    const body = walSegmentRecord(ctx.db, files);
+    merged = { key: ctx.layout.segmentKey(ctx.db, ctx.generation, first.minTxid, last.maxTxid), minTxid: first.minTxid, maxTxid: last.maxTxid, size: body.length, lastModified: Date.now() };
+    await ctx.objects.put(merged.key, body, ctx.signal);
+  }
+  // Only now, with every TXID of the window verified in one object, do the others go.
+  const replaced = new Set(inside.map((s) => s.key));
+  replaced.delete(merged.key);
+  await ctx.objects.delete([...replaced]);
+  const kept = segments.filter((s) => !replaced.has(s.key) && s.key !== merged.key);
+  kept.push(merged);
+  return kept.sort((a, b) => a.minTxid - b.minTxid || a.maxTxid - b.maxTxid);
+}
+
+/**
+ * The objects to merge, from the first one inside the window: each next one
+ * starts right after the last and is, of those, the one reaching furthest
+ * (an object overlapping smaller ones may hold TXIDs no other does).
+ * Undefined when some object inside reaches past the chain's end: a hole, or
+ * an overlap that does not line up. The window is then left alone, so
+ * nothing is deleted that the merged object does not hold.
+ */
+function windowChain(inside: SegmentInfo[]): SegmentInfo[] | undefined {
+  const furthest = new Map<number, SegmentInfo>(); // by min TXID
+  for (const s of inside) if ((furthest.get(s.minTxid)?.maxTxid ?? 0) < s.maxTxid) furthest.set(s.minTxid, s);
+  const chain: SegmentInfo[] = [];
+  const from = inside.reduce((min, s) => Math.min(min, s.minTxid), Infinity); // not trusting the list's order: what lies before would go
+  for (let s = furthest.get(from); s; s = furthest.get(s.maxTxid + 1)) chain.push(s);
+  const endTxid = chain[chain.length - 1]!.maxTxid;
+  return inside.every((s) => s.maxTxid <= endTxid) ? chain : undefined;
+}
+
+/** Downloads (a few at a time) and verifies the chain's objects; their transaction files, in order. */
+async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<SegmentFile[]> {
   const bodies: Buffer[] = new Array(chain.length);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(PARALLEL_GETS, chain.length) }, async () => {
@@ -66,21 +104,30 @@ async function mergeWindow(ctx: CompactionContext, segments: SegmentInfo[], star
       bodies[i] = await ctx.objects.get(chain[i]!.key);
     }
   }));
-  const files = chain.flatMap((s, i) => {
+  const files: SegmentFile[] = [];
+  chain.forEach((s, i) => {
     const label = `${ctx.objects.label}/${s.key}`;
-    return decodeSegmentObject(label, ctx.db, parseObjectName(s.key)!, bodies[i]!).map(({ tx, bytes }) => ({
-      bytes, minTxid: tx.minTxid, maxTxid: tx.maxTxid, preApplyChecksum: tx.preApplyChecksum, postApplyChecksum: tx.postApplyChecksum, pageSize: tx.pageSize, commitSize: tx.commitSize,
-    }));
+    const decoded = decodeSegmentObject(label, ctx.db, parseObjectName(s.key)!, bodies[i]!);
+    const prev = files[files.length - 1];
+    if (prev) checkFollows(label, prev, decoded[0]!.tx);
+    for (const { tx, bytes } of decoded) {
+      files.push({ bytes, minTxid: tx.minTxid, maxTxid: tx.maxTxid, preApplyChecksum: tx.preApplyChecksum, postApplyChecksum: tx.postApplyChecksum, pageSize: tx.pageSize, commitSize: tx.commitSize });
+    }
   });
-  const body = walSegmentRecord(ctx.db, files); // checks the chain across objects
-  const first = chain[0]!;
-  const last = chain[chain.length - 1]!;
-  const key = ctx.layout.segmentKey(ctx.db, ctx.generation, first.minTxid, last.maxTxid);
-  await ctx.objects.put(key, body, ctx.signal);
-  const replaced = new Set(inside.map((s) => s.key));
-  replaced.delete(key);
-  await ctx.objects.delete([...replaced]);
-  const kept = segments.filter((s) => !replaced.has(s.key) && s.key !== key);
-  kept.push({ key, minTxid: first.minTxid, maxTxid: last.maxTxid, size: body.length, lastModified: Date.now() });
-  return kept.sort((a, b) => a.minTxid - b.minTxid || a.maxTxid - b.maxTxid);
+  return files;
+}
+
+/**
+ * An object's first transaction must follow the last one of the object
+ * before it (each object chains within itself when decoded). Checked here,
+ * not left to walSegmentRecord, so the error names the object to look at.
+ */
+function checkFollows(label: string, prev: SegmentFile, next: TransactionFile): void {
+  if (next.pageSize !== prev.pageSize) throw new BackupObjectError(`${label}: page size ${next.pageSize}, the object before it has ${prev.pageSize}`);
+  try {
+    verifyChain(prev, next);
+  } catch (err) {
+    if (err instanceof TxFileError) throw new BackupObjectError(`${label}: ${err.message}`);
+    throw err;
+  }
 }

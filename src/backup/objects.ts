@@ -27,9 +27,9 @@ export function compressedFiles(files: SegmentFile[]): SegmentFile[] {
   });
 }
 
-/** A segment object: one WAL_SEGMENT record of the files. */
-export function encodeSegmentObject(db: string, files: SegmentFile[]): Buffer {
-  return walSegmentRecord(db, compressedFiles(files));
+/** A segment object: one WAL_SEGMENT record of the files (`timestamp` is the record's; fixed by golden vectors). */
+export function encodeSegmentObject(db: string, files: SegmentFile[], timestamp = Date.now()): Buffer {
+  return walSegmentRecord(db, compressedFiles(files), timestamp);
 }
 
 /** The snapshot object of an image, as its SNAPSHOT records (lz4). */

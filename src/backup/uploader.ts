@@ -39,6 +39,8 @@ export interface DbBackupStatus {
   position: string;
   /** Transactions committed here and not yet uploaded. */
   pending: number;
+  /** Segment objects this node uploaded for the database since it started. */
+  uploads: number;
   lastUploadAt?: number;
   lastSnapshotTxid?: number;
   lastSnapshotAt?: number;
@@ -59,6 +61,7 @@ interface DbState {
   segments: SegmentInfo[];
   /** Compaction windows ending at or before this TXID were looked at. */
   compactedTo: number;
+  uploads: number;
   known: boolean;
   error?: string;
 }
@@ -141,6 +144,7 @@ export class BackupUploader extends EventEmitter {
         txid: s?.txid ?? 0,
         position: formatPosition(s?.txid ?? 0, s?.checksum ?? 0n),
         pending: Math.max(0, db.position.txid - (s?.txid ?? 0)),
+        uploads: s?.uploads ?? 0,
         lastUploadAt: s?.lastUploadAt,
         lastSnapshotTxid: s?.snapshotTxid,
         lastSnapshotAt: s?.snapshotAt || undefined,
@@ -193,7 +197,7 @@ export class BackupUploader extends EventEmitter {
 
   private stateOf(name: string): DbState {
     let s = this.state.get(name);
-    if (!s) this.state.set(name, (s = { txid: 0, checksum: 0n, snapshotAt: 0, needsGeneration: false, known: false, segments: [], compactedTo: 0 }));
+    if (!s) this.state.set(name, (s = { txid: 0, checksum: 0n, snapshotAt: 0, needsGeneration: false, known: false, segments: [], compactedTo: 0, uploads: 0 }));
     return s;
   }
 
@@ -287,6 +291,7 @@ export class BackupUploader extends EventEmitter {
       s.checksum = last.postApplyChecksum;
       s.lastUploadAt = Date.now();
       this.stats.uploads++;
+      s.uploads++;
       this.stats.bytes += body.length;
       this.emit('uploaded', db.name, s.txid);
     }

@@ -9,8 +9,9 @@ import { checkpoint, readPos, type Cluster, type ClusterNode } from './cluster.j
 
 /** The `backup:` section for a bucket at `endpoint` (s3rver or the fault proxy in front of it). */
 export function backupYaml(endpoint: string, bucket: string, prefix: string, extra = ''): string {
+  const sync = extra.includes('sync-interval:') ? '' : '  sync-interval: 100ms\n';
   return `backup:\n  type: s3\n  endpoint: "${endpoint}"\n  bucket: ${bucket}\n  path: ${prefix}\n  region: us-east-1\n` +
-    `  access-key-id: S3RVER\n  secret-access-key: S3RVER\n  sync-interval: 100ms\n${extra}`;
+    `  access-key-id: S3RVER\n  secret-access-key: S3RVER\n${sync}${extra}`;
 }
 
 interface BackupInfo { txid: number; pending: number; generation?: string; error?: string }

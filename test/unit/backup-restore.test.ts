@@ -8,86 +8,23 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 
 import type { RestoreTarget } from '../../src/backup/catalog.js';
 import { DirectoryObjectStore } from '../../src/backup/directory.js';
-import { BackupLayout, hex16, newGenerationId } from '../../src/backup/layout.js';
-import { encodeSegmentObject, encodeSnapshotObject } from '../../src/backup/objects.js';
+import { hex16 } from '../../src/backup/layout.js';
 import { restoreDatabase, type RestoreResult } from '../../src/backup/restore.js';
 import { describeBackups, parseRfc3339, parseTxid, renderBackups } from '../../src/cli/backup.js';
-import { lockPageNumber } from '../../src/sqlite/dbheader.js';
 import { PageChecksums } from '../../src/txlog/checksum.js';
 import { imageChecksum } from '../../src/txlog/image.js';
-import { encodeTransaction, type SegmentFile, type TransactionFile } from '../../src/txlog/txfile.js';
+import type { TransactionFile } from '../../src/txlog/txfile.js';
+import { BackupBucket, buildHistory, DB, filler, flipByte, segmentFile, sha256, T0, uploadTime, type History } from '../support/backup-history.js';
 
-const DB = 'app.db';
-const T0 = Date.UTC(2024, 0, 1);
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-/** Ten seconds apart; objects go up a second after their last commit (whole seconds: utimes keeps them exact). */
-const commitTime = (txid: number) => T0 + txid * 10_000;
-const uploadTime = (txid: number) => commitTime(txid) + 1000;
 
-/** A database's history: the file after each TXID and the transaction that got there (index = TXID). */
-interface History {
-  pageSize: number;
-  images: Buffer[];
-  txs: TransactionFile[];
-  files: SegmentFile[];
-  times: number[];
-}
-
-function segmentFile(tx: TransactionFile): SegmentFile {
-  const bytes = encodeTransaction(tx, { compress: true });
-  return { bytes, minTxid: tx.minTxid, maxTxid: tx.maxTxid, preApplyChecksum: tx.preApplyChecksum, postApplyChecksum: tx.postApplyChecksum, pageSize: tx.pageSize, commitSize: tx.commitSize };
-}
-
-/** Runs each step as one commit and turns the file's changed pages into a transaction, TXID 1 first. */
-function buildHistory(dir: string, opts: { wal: boolean; pageSize: number }, steps: string[]): History {
-  const file = path.join(dir, `history-${opts.wal ? 'wal' : 'delete'}.db`);
-  const conn = new Database(file);
-  conn.pragma(`page_size = ${opts.pageSize}`);
-  conn.pragma(`journal_mode = ${opts.wal ? 'wal' : 'delete'}`);
-  const h: History = { pageSize: opts.pageSize, images: [Buffer.alloc(0)], txs: [undefined!], files: [undefined!], times: [T0] };
-  const sums = new PageChecksums(opts.pageSize);
-  const lockPage = lockPageNumber(opts.pageSize);
-  for (const sql of steps) {
-    conn.exec(sql);
-    if (opts.wal) conn.pragma('wal_checkpoint(TRUNCATE)'); // so the main file holds the commit
-    const image = fs.readFileSync(file);
-    const prev = h.images[h.images.length - 1]!;
-    const txid = h.images.length;
-    const pre = txid === 1 ? 0n : sums.checksum;
-    const commitSize = image.length / opts.pageSize;
-    const pages = [];
-    for (let pgno = 1; pgno <= commitSize; pgno++) {
-      const page = image.subarray((pgno - 1) * opts.pageSize, pgno * opts.pageSize);
-      if (pgno === lockPage || page.equals(prev.subarray((pgno - 1) * opts.pageSize, pgno * opts.pageSize))) continue;
-      pages.push({ pgno, data: Buffer.from(page) });
-      sums.set(pgno, page);
-    }
-    sums.truncate(commitSize);
-    assert.equal(sums.checksum, imageChecksum(image, opts.pageSize));
-    const tx: TransactionFile = {
-      pageSize: opts.pageSize, commitSize, minTxid: txid, maxTxid: txid, timestamp: commitTime(txid), preApplyChecksum: pre,
-      postApplyChecksum: sums.checksum, nodeId: 1n, walSalt1: 0, walSalt2: 0, walFrameEnd: 0, pages,
-    };
-    h.images.push(image);
-    h.txs.push(tx);
-    h.files.push(segmentFile(tx));
-    h.times.push(tx.timestamp);
-  }
-  conn.close();
-  return h;
-}
-
-const filler = (n: number, len: number) => `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${n}) INSERT INTO t(v) SELECT printf('%.${len}c', char(65 + i % 26)) || i FROM c;`;
 const STEPS = [
   'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX tv ON t(v);',
   "INSERT INTO t(v) VALUES ('one');",
@@ -106,57 +43,23 @@ const STEPS = [
 ];
 const LAST = STEPS.length;
 
-/** A bucket directory with its store, and helpers to lay objects out in it. */
-class Bucket {
-  readonly dir = fs.mkdtempSync(path.join(scratch, 'bucket-'));
-  readonly store = new DirectoryObjectStore(this.dir);
-  readonly layout = new BackupLayout('backups');
-  readonly gen = newGenerationId(T0);
-
-  constructor(readonly h: History) {}
-
-  private async put(key: string, bytes: Buffer, uploadedAt: number): Promise<string> {
-    await this.store.put(key, bytes);
-    const file = path.join(this.dir, key);
-    fs.utimesSync(file, new Date(uploadedAt), new Date(uploadedAt)); // the listing's lastModified
-    return key;
-  }
-
-  snapshot(txid: number): Promise<string> {
-    const { images, pageSize, times } = this.h;
-    const image = { bytes: images[txid]!, txid, checksum: imageChecksum(images[txid]!, pageSize), pageSize, commitSize: images[txid]!.length / pageSize, timestamp: times[txid]! };
-    return this.put(this.layout.snapshotKey(DB, this.gen, txid), encodeSnapshotObject(DB, image), uploadTime(txid));
-  }
-
-  segment(min: number, max: number, files = this.h.files.slice(min, max + 1)): Promise<string> {
-    return this.put(this.layout.segmentKey(DB, this.gen, min, max), encodeSegmentObject(DB, files), uploadTime(max));
-  }
-
-  /** A snapshot at `snapshotAt` and one segment per later transaction. */
-  async standard(snapshotAt = 1): Promise<void> {
-    await this.snapshot(snapshotAt);
-    for (let txid = snapshotAt + 1; txid < this.h.images.length; txid++) await this.segment(txid, txid);
-  }
-
-  path(key: string): string {
-    return path.join(this.dir, key);
-  }
-}
-
 let scratch: string;
 let history: History;
+
+/** A bucket of its own for one test. */
+const newBucket = (h = history): BackupBucket => BackupBucket.inside(scratch, h);
 
 function outputPath(): string {
   return path.join(fs.mkdtempSync(path.join(scratch, 'out-')), 'sub', 'restored.db');
 }
 
-async function restore(bucket: Bucket, target: RestoreTarget, output = outputPath(), parallelism?: number): Promise<{ result: RestoreResult; output: string }> {
+async function restore(bucket: BackupBucket, target: RestoreTarget, output = outputPath(), parallelism?: number): Promise<{ result: RestoreResult; output: string }> {
   const result = await restoreDatabase({ store: bucket.store, layout: bucket.layout, db: DB, output, target, ...(parallelism ? { parallelism } : {}) });
   return { result, output };
 }
 
 /** The restore fails with `pattern`, and leaves neither the output nor a temp file nor SQLite's side files. */
-async function restoreFails(bucket: Bucket, target: RestoreTarget, pattern: RegExp): Promise<Error> {
+async function restoreFails(bucket: BackupBucket, target: RestoreTarget, pattern: RegExp): Promise<Error> {
   const output = outputPath();
   const err = await restoreDatabase({ store: bucket.store, layout: bucket.layout, db: DB, output, target }).then(
     () => assert.fail('restore succeeded'),
@@ -169,12 +72,6 @@ async function restoreFails(bucket: Bucket, target: RestoreTarget, pattern: RegE
   return err;
 }
 
-function flipByte(file: string, at: number): void {
-  const bytes = fs.readFileSync(file);
-  bytes[at] ^= 0x55;
-  fs.writeFileSync(file, bytes);
-}
-
 before(() => {
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-restore-'));
   history = buildHistory(scratch, { wal: false, pageSize: 4096 }, STEPS);
@@ -184,7 +81,7 @@ after(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
 describe('restore', () => {
   test('the newest transaction: the exact bytes, position and counts', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     const seen: [number, number][] = [];
     const output = outputPath();
@@ -201,7 +98,7 @@ describe('restore', () => {
   });
 
   test('every TXID, with one download at a time and with several', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     for (let txid = 1; txid <= LAST; txid++) {
       const { result, output } = await restore(b, { txid }, undefined, txid % 2 ? 1 : 3);
@@ -212,7 +109,7 @@ describe('restore', () => {
   });
 
   test('a timestamp: the last transaction committed by then', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     const { result, output } = await restore(b, { timestamp: history.times[6]! + 500 });
     assert.equal(result.txid, 6);
@@ -229,7 +126,7 @@ describe('restore', () => {
   });
 
   test('the newest snapshot at or before the target is the one read', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     await b.snapshot(8);
     const old = b.layout.snapshotKey(DB, b.gen, 1);
@@ -243,7 +140,7 @@ describe('restore', () => {
   });
 
   test('overlapping segments: a merged object and the small ones it replaces', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     await b.segment(2, 9);
     await b.segment(5, 12); // starts inside the first merged object: TXIDs 5..9 are skipped
@@ -255,7 +152,7 @@ describe('restore', () => {
   });
 
   test('a TXID inside a transaction file that spans several cannot be reached', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.snapshot(1);
     const merged = mergeTransactions(history, 2, 4);
     await b.segment(2, 4, [segmentFile(merged)]);
@@ -266,7 +163,7 @@ describe('restore', () => {
 
   test('a WAL-mode database leaves no -wal or -shm behind, and stale ones at the output go', async () => {
     const wal = buildHistory(scratch, { wal: true, pageSize: 1024 }, STEPS.slice(0, 6));
-    const b = new Bucket(wal);
+    const b = newBucket(wal);
     await b.standard();
     const output = outputPath();
     fs.mkdirSync(path.dirname(output), { recursive: true });
@@ -290,7 +187,7 @@ function mergeTransactions(h: History, min: number, max: number): TransactionFil
 
 describe('restore failures', () => {
   test('a corrupt segment: the error names its key; no output, no temp file', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     const key = b.layout.segmentKey(DB, b.gen, 5, 5);
     flipByte(b.path(key), Math.floor(fs.statSync(b.path(key)).size / 2));
@@ -300,7 +197,7 @@ describe('restore failures', () => {
   });
 
   test('a truncated snapshot', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     const key = b.layout.snapshotKey(DB, b.gen, 1);
     fs.truncateSync(b.path(key), Math.floor(fs.statSync(b.path(key)).size / 2));
@@ -309,7 +206,7 @@ describe('restore failures', () => {
   });
 
   test('a gap in the segments names the missing TXIDs', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     fs.rmSync(b.path(b.layout.segmentKey(DB, b.gen, 6, 6)));
     fs.rmSync(b.path(b.layout.segmentKey(DB, b.gen, 7, 7)));
@@ -320,7 +217,7 @@ describe('restore failures', () => {
   });
 
   test('a transaction that does not chain: the key and the TXID', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     const wrong = { ...history.txs[7]!, preApplyChecksum: history.txs[7]!.preApplyChecksum ^ 1n };
     const key = await b.segment(7, 7, [segmentFile(wrong)]);
@@ -328,16 +225,16 @@ describe('restore failures', () => {
   });
 
   test('the end of the backup before a target TXID, and an empty or missing bucket', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     await restoreFails(b, { txid: LAST + 1 }, /no generation reaches TXID 15 \(.*ends at TXID 14\)/);
-    const empty = new Bucket(history);
+    const empty = newBucket();
     await restoreFails(empty, { latest: true }, /backup of app\.db: no generations found/);
     assert.throws(() => new DirectoryObjectStore(path.join(scratch, 'no-such-bucket')), { name: 'ObjectStoreError', message: /no such directory/ });
   });
 
   test('a database SQLite rejects, though every checksum chains', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.standard();
     // TXID LAST+1 overwrites the table's root page with noise, with honest checksums.
     const sums = new PageChecksums(4096);
@@ -355,7 +252,7 @@ describe('restore failures', () => {
 
 describe('litefs backups', () => {
   test('lists generations, snapshots and segments with TXIDs, times and sizes', async () => {
-    const b = new Bucket(history);
+    const b = newBucket();
     await b.snapshot(1);
     await b.segment(2, 3);
     const d = await describeBackups(b.store, b.layout, DB);
