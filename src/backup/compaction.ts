@@ -7,10 +7,10 @@
 // reaching furthest (catalog.ts), so the bucket is consistent at every step,
 // and an object straddling a window's edge is simply left as it is.
 import { walSegmentRecord } from '../replication/records.js';
-import { TxFileError, verifyChain, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
+import { TxFileError, verifyChain, type SegmentFile } from '../txlog/txfile.js';
 import type { SegmentInfo } from './catalog.js';
 import type { BackupLayout } from './layout.js';
-import { BackupObjectError, decodeSegmentObject } from './objects.js';
+import { BackupObjectError, segmentObjectFiles } from './objects.js';
 import type { ObjectStore } from './object-store.js';
 import { parseObjectName } from './layout.js';
 
@@ -107,12 +107,10 @@ async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<
   const files: SegmentFile[] = [];
   chain.forEach((s, i) => {
     const label = `${ctx.objects.label}/${s.key}`;
-    const decoded = decodeSegmentObject(label, ctx.db, parseObjectName(s.key)!, bodies[i]!);
+    const own = segmentObjectFiles(label, ctx.db, parseObjectName(s.key)!, bodies[i]!);
     const prev = files[files.length - 1];
-    if (prev) checkFollows(label, prev, decoded[0]!.tx);
-    for (const { tx, bytes } of decoded) {
-      files.push({ bytes, minTxid: tx.minTxid, maxTxid: tx.maxTxid, preApplyChecksum: tx.preApplyChecksum, postApplyChecksum: tx.postApplyChecksum, pageSize: tx.pageSize, commitSize: tx.commitSize });
-    }
+    if (prev) checkFollows(label, prev, own[0]!);
+    files.push(...own);
   });
   return files;
 }
@@ -122,7 +120,7 @@ async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<
  * before it (each object chains within itself when decoded). Checked here,
  * not left to walSegmentRecord, so the error names the object to look at.
  */
-function checkFollows(label: string, prev: SegmentFile, next: TransactionFile): void {
+function checkFollows(label: string, prev: SegmentFile, next: SegmentFile): void {
   if (next.pageSize !== prev.pageSize) throw new BackupObjectError(`${label}: page size ${next.pageSize}, the object before it has ${prev.pageSize}`);
   try {
     verifyChain(prev, next);

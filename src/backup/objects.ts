@@ -7,7 +7,7 @@
 // Decoding names the object key in every error (BackupObjectError).
 import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
 import { snapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
-import { decodeTransaction, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
+import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
 
 /** An object in the bucket is corrupt, truncated or not what its key says; the message names it. */
@@ -42,28 +42,62 @@ export interface DecodedTransaction {
   bytes: Buffer;
 }
 
-/** Verifies and decodes a segment object: one WAL_SEGMENT record for `db` whose TXIDs are the key's. */
-export function decodeSegmentObject(label: string, db: string, name: ParsedObjectName, bytes: Buffer): DecodedTransaction[] {
+/** Checks a segment object's one WAL_SEGMENT record (CRC, database, TXIDs of the key) and hands it to `use`; errors name the object. */
+function withSegmentRecord<T>(label: string, db: string, name: ParsedObjectName, bytes: Buffer, use: (r: StreamRecord, fail: (what: string) => never) => T): T {
   const fail = (what: string): never => {
     throw new BackupObjectError(`${label}: ${what}`);
   };
-  let record: StreamRecord | undefined;
   try {
     const reader = new RecordReader();
     reader.push(bytes);
-    record = reader.next();
-    if (!record) reader.end(); // throws: truncated
+    const record = reader.next();
+    if (!record) return reader.end() as never; // throws: truncated
     if (reader.pending > 0) fail(`${reader.pending} bytes after the segment record`);
-    if (record!.type !== RecordType.WalSegment) fail(`holds a record of type ${record!.type}, not a WAL_SEGMENT`);
-    if (record!.name !== db) fail(`holds database "${record!.name}", not "${db}"`);
-    if (record!.minTxid !== name.minTxid || record!.maxTxid !== name.maxTxid) {
-      fail(`holds TXIDs ${record!.minTxid}..${record!.maxTxid}, its name says ${name.minTxid}..${name.maxTxid}`);
+    if (record.type !== RecordType.WalSegment) fail(`holds a record of type ${record.type}, not a WAL_SEGMENT`);
+    if (record.name !== db) fail(`holds database "${record.name}", not "${db}"`);
+    if (record.minTxid !== name.minTxid || record.maxTxid !== name.maxTxid) {
+      fail(`holds TXIDs ${record.minTxid}..${record.maxTxid}, its name says ${name.minTxid}..${name.maxTxid}`);
     }
-    return decodeWalSegmentFiles(record!);
+    return use(record, fail);
   } catch (err) {
     if (err instanceof StreamError || err instanceof TxFileError) fail(err.message);
     throw err;
   }
+}
+
+/** Verifies and decodes a segment object: every transaction file whole (CRC, lz4 body, pages) and their chain. */
+export function decodeSegmentObject(label: string, db: string, name: ParsedObjectName, bytes: Buffer): DecodedTransaction[] {
+  return withSegmentRecord(label, db, name, bytes, (r) => decodeWalSegmentFiles(r));
+}
+
+/**
+ * A segment object's transaction files as stored, checked by the record's
+ * CRC and their headers' chain without decompressing them: what compaction
+ * needs to merge objects byte for byte (restore decodes them whole).
+ */
+export function segmentObjectFiles(label: string, db: string, name: ParsedObjectName, bytes: Buffer): SegmentFile[] {
+  return withSegmentRecord(label, db, name, bytes, (r, fail) => {
+    const files: SegmentFile[] = [];
+    for (let offset = 0; offset < r.payload.length;) {
+      const h = decodeTransactionHeader(r.payload.subarray(offset), `at payload offset ${offset}`);
+      if (offset + h.fileSize > r.payload.length) fail(`${txName(h)} is cut short at payload offset ${offset}`);
+      const file = r.payload.subarray(offset, offset + h.fileSize);
+      const f: SegmentFile = {
+        bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum,
+        postApplyChecksum: file.readBigUInt64BE(h.fileSize - TX_TRAILER_SIZE), pageSize: h.pageSize, commitSize: h.commitSize,
+      };
+      const prev = files[files.length - 1];
+      if (prev && (f.minTxid !== prev.maxTxid + 1 || f.preApplyChecksum !== prev.postApplyChecksum)) fail(`${txName(f)} does not follow ${txName(prev)}`);
+      files.push(f);
+      offset += h.fileSize;
+    }
+    const first = files[0];
+    const last = files[files.length - 1];
+    if (!first || !last || first.minTxid !== r.minTxid || first.preApplyChecksum !== r.preApplyChecksum || last.maxTxid !== r.maxTxid || last.postApplyChecksum !== r.postApplyChecksum) {
+      fail('its transaction files disagree with the record header');
+    }
+    return files;
+  });
 }
 
 /** Where a snapshot object's pages go, chunk by chunk, as they are verified. */

@@ -377,7 +377,7 @@ export function decodeTransaction(buf: Buffer, source?: string): TransactionFile
 }
 
 /** Throws TxFileError unless `next` applies directly on top of the state `prev` left. */
-export function verifyChain(prev: { maxTxid: number; postApplyChecksum: bigint }, next: TransactionFile): void {
+export function verifyChain(prev: { maxTxid: number; postApplyChecksum: bigint }, next: Pick<TransactionFile, 'minTxid' | 'maxTxid' | 'preApplyChecksum'>): void {
   const fail: Fail = failer(labelFor(undefined, next.minTxid, next.maxTxid));
   if (next.minTxid !== prev.maxTxid + 1) fail(`min TXID ${next.minTxid} does not follow max TXID ${prev.maxTxid}`);
   if (next.preApplyChecksum !== prev.postApplyChecksum) {
