@@ -11,7 +11,6 @@ import type { BackupConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { DB } from '../store/db.js';
 import type { Store } from '../store/store.js';
-import type { LogEntry } from '../store/txlog-dir.js';
 import { takeSnapshot } from '../replication/snapshot.js';
 import { RECORD_HEADER_SIZE } from '../replication/records.js';
 import { formatPosition } from '../txlog/checksum.js';
@@ -280,7 +279,7 @@ export class BackupUploader extends EventEmitter {
         await this.snapshot(db, s, true);
         continue;
       }
-      const batch = this.batchFrom(db.log.list, start);
+      const batch = db.log.contiguousFrom(start, SEGMENT_OBJECT_BYTES);
       const files = splitTransactionFiles(db.log.readEncoded(batch), batch);
       const last = files[files.length - 1]!;
       const body = encodeSegmentObject(db.name, files);
@@ -311,20 +310,6 @@ export class BackupUploader extends EventEmitter {
       s.known = false; // read the bucket again before going on
       this.opts.log.warn({ db: db.name, err: (err as Error).message }, 'backup compaction failed; will retry');
     }
-  }
-
-  /** Consecutive entries of one segment file from `start`, up to the size limit. */
-  private batchFrom(list: readonly LogEntry[], start: number): LogEntry[] {
-    const batch = [list[start]!];
-    let bytes = batch[0]!.length;
-    for (let i = start + 1; i < list.length; i++) {
-      const e = list[i]!;
-      const prev = batch[batch.length - 1]!;
-      if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || bytes + e.length > SEGMENT_OBJECT_BYTES) break;
-      batch.push(e);
-      bytes += e.length;
-    }
-    return batch;
   }
 
   private async retention(): Promise<void> {

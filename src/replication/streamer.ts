@@ -8,7 +8,6 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { DB, Position } from '../store/db.js';
-import type { LogEntry } from '../store/txlog-dir.js';
 import { splitTransactionFiles } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
@@ -267,16 +266,7 @@ class Subscriber {
         await this.sendSnapshot(db, 'log no longer covers the replica', { txid: txid - 1, checksum: 0n });
         return;
       }
-      const list = db.log.list;
-      const batch: LogEntry[] = [list[start]!];
-      let bytes = batch[0]!.length;
-      for (let i = start + 1; i < list.length; i++) {
-        const e = list[i]!;
-        const prev = batch[batch.length - 1]!;
-        if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || bytes + e.length > SEGMENT_BYTES) break;
-        batch.push(e);
-        bytes += e.length;
-      }
+      const batch = db.log.contiguousFrom(start, SEGMENT_BYTES);
       await this.write(walSegmentRecord(db.name, splitTransactionFiles(db.log.readEncoded(batch), batch)));
       txid = batch[batch.length - 1]!.maxTxid + 1;
       this.sent.set(db.name, txid - 1);

@@ -129,6 +129,20 @@ export class TransactionLog {
     return decodeTransactionHeader(this.readEncoded([{ ...entry, length: TX_HEADER_SIZE }]), `${path.basename(entry.segment)}@${entry.offset}`);
   }
 
+  /** Entries from index `start` that lie back to back in one segment file, up to `maxBytes` (at least one): one read gets them all. */
+  contiguousFrom(start: number, maxBytes: number): LogEntry[] {
+    const batch = [this.entries[start]!];
+    let bytes = batch[0]!.length;
+    for (let i = start + 1; i < this.entries.length; i++) {
+      const e = this.entries[i]!;
+      const prev = batch[batch.length - 1]!;
+      if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || bytes + e.length > maxBytes) break;
+      batch.push(e);
+      bytes += e.length;
+    }
+    return batch;
+  }
+
   /** Index of the entry whose first TXID is `txid`, or -1 (binary search: entries ascend). */
   indexOf(txid: number): number {
     let lo = 0;
