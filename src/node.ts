@@ -17,7 +17,7 @@ import { Streamer } from './replication/streamer.js';
 import { Follower } from './replication/follower.js';
 import { ClusterIdFile, createLeaser, NodeLifecycle, type PrimaryInfo } from './lease/index.js';
 import { parseHostPort } from './config/index.js';
-import { BackupUploader, hasNoDatabases, openBackup, restoreDataDir } from './backup/index.js';
+import { BackupUploader, hasNoDatabases, openBackup, RestoreError, restoreDataDir } from './backup/index.js';
 
 /** This node as the lease names a primary. A static replica's lease config names the primary, not itself. */
 function selfInfo(config: Config): PrimaryInfo {
@@ -78,7 +78,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       // A candidate starting empty while its backup is unreadable could become a primary without the data.
       if (config.lease.candidate) {
         store.close();
-        throw new Error(`cannot restore from the backup (${(err as Error).message}); fix backup: in the config, or start with the databases in place`);
+        throw new RestoreError(`cannot restore from the backup (${(err as Error).message}); fix backup: in the config, or start with the databases in place`);
       }
       log.warn({ err: (err as Error).message }, 'could not restore from the backup; the primary will send snapshots');
     }

@@ -14,6 +14,7 @@ import type { ObjectStore } from './object-store.js';
 
 export { BackupUploader, type DbBackupStatus } from './uploader.js';
 export { BackupLayout } from './layout.js';
+export { RestoreError } from './restore.js';
 export type { ObjectStore } from './object-store.js';
 
 export function openBackup(config: BackupConfig): { objects: ObjectStore; layout: BackupLayout } {
