@@ -74,6 +74,20 @@ describe('S3 backup faults', () => {
     }
   });
 
+  test('a candidate with an empty disk whose backup cannot be read refuses to start, in one line', async () => {
+    const cluster = await Cluster.create(0, { extra: backupYaml('http://127.0.0.1:9', s3.bucket, 'unreachable') });
+    try {
+      await assert.rejects(cluster.start(cluster.primary), (err: Error) => {
+        assert.match(err.message, /litefs mount exited \(1\)/);
+        assert.match(err.message, /litefs: cannot restore from the backup \(.*\); fix backup:/);
+        assert.doesNotMatch(err.message, /\n\s+at /, 'no stack trace');
+        return true;
+      });
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
   test('bad input: credentials, bucket, corrupted, truncated and missing objects', async () => {
     const cluster = await Cluster.create(0, { extra: backupYaml(s3.endpoint, s3.bucket, 'bad', '  snapshot-interval: 1h\n') });
     const out = path.join(dir, 'out.db');
