@@ -122,7 +122,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     newFollower: (primaryUrl) =>
       new Follower({ store, files: fileControl, log, primaryUrl, hostname, nodeId: store.nodeIdHex, clusterId: () => clusterIds.read(), reconnectDelay: config.lease.reconnectDelay, scratchDir }),
   });
-  const uploader = backup && config.backup ? new BackupUploader({ store, ...backup, config: config.backup, mountDir: fuse.dir, log }) : undefined;
+  const uploader = backup ? new BackupUploader({ store, ...backup, mountDir: fuse.dir, log }) : undefined;
   if (uploader) store.retentionFloor = (db) => uploader.retentionFloor(db);
   lifecycle.on('role', (role: string) => {
     log.info({ role }, 'role');

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { BackupConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { classifyName } from '../store/family.js';
+import { databaseFileInfo } from '../store/pages.js';
 import { TransactionLog } from '../store/txlog-dir.js';
 import { listBackedUpDatabases } from './catalog.js';
 import { BackupLayout } from './layout.js';
@@ -17,8 +18,8 @@ export { BackupLayout } from './layout.js';
 export { RestoreError } from './restore.js';
 export type { ObjectStore } from './object-store.js';
 
-export function openBackup(config: BackupConfig): { objects: ObjectStore; layout: BackupLayout } {
-  return { objects: new S3ObjectStore(config), layout: new BackupLayout(config.path) };
+export function openBackup(config: BackupConfig): { objects: ObjectStore; layout: BackupLayout; config: BackupConfig } {
+  return { objects: new S3ObjectStore(config), layout: new BackupLayout(config.path), config };
 }
 
 /** Does the data directory hold no database at all? */
@@ -40,11 +41,8 @@ export async function restoreDataDir(opts: { objects: ObjectStore; layout: Backu
     const output = path.join(opts.dbDir, db);
     const result = await restoreDatabase({ store: objects, layout, db, output, target: { latest: true } });
     // A WAL-mode database is read with its -wal: on a replica no reader may create one, so an empty one is put beside it.
-    const head = Buffer.alloc(20);
-    const fd = fs.openSync(output, 'r');
-    fs.readSync(fd, head, 0, 20, 0);
-    fs.closeSync(fd);
-    if (head[18] === 2 && head[19] === 2) fs.writeFileSync(output + '-wal', '');
+    const head = databaseFileInfo(output)?.head;
+    if (head && head[18] === 2 && head[19] === 2) fs.writeFileSync(output + '-wal', '');
     new TransactionLog(path.join(opts.logRoot, db), opts.compress).reset({
       txid: result.txid, checksum: result.checksum, pageSize: result.pageSize, commitSize: result.commitSize, timestamp: result.timestamp,
     });

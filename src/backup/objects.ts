@@ -155,8 +155,7 @@ export class SnapshotObjectReader {
     try {
       this.reader.end();
       if (!this.assembler) this.fail('is empty');
-      if (this.reader.pending > 0 || !this.assembler.done) this.assembler.finish(); // throws: ended early
-      this.assembler.finish();
+      this.assembler.finish(); // throws if the object ended before its LAST chunk or the checksum differs
       return this.first!;
     } catch (err) {
       if (err instanceof StreamError) this.fail(err.message);

@@ -2,10 +2,7 @@
 // tests: its own temp data dir and free ports, started and stopped by PID.
 // stop() + restart() make the backend go away and come back on the same
 // ports and data, so a leaser's view of it survives.
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { removeServerDir, ServerProcess, tempDirForServer } from './server-process.js';
 
 export const ETCD_BIN = process.env['ETCD_BIN'] ?? '/usr/bin/etcd';
 
@@ -26,15 +23,6 @@ export interface EtcdInstance {
   readonly output: string;
 }
 
-// Kill whatever is still running if the test process exits without its
-// after() hooks having run (a crash, an uncaught error).
-const running = new Set<ChildProcess>();
-const ownDirs = new Set<string>();
-process.once('exit', () => {
-  for (const c of running) c.kill('SIGKILL');
-  for (const d of ownDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-
 
 import { freePort } from './cluster.js';
 
@@ -44,8 +32,7 @@ let seq = 0;
 
 export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdInstance> {
   const ownDir = !opts.dataDir;
-  const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-etcd-'));
-  if (ownDir) ownDirs.add(dataDir);
+  const dataDir = opts.dataDir ?? tempDirForServer('litefs-etcd-');
   const clientPort = await freePort();
   let peerPort = await freePort();
   while (peerPort === clientPort) peerPort = await freePort();
@@ -66,31 +53,14 @@ export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdIn
     '--log-outputs', 'stderr',
   ];
 
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
-  let output = '';
+  const server = new ServerProcess();
 
   const launch = async (): Promise<void> => {
-    const c = spawn(ETCD_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
-    child = c;
-    running.add(c);
-    c.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-    c.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    exited = new Promise<void>((resolve) => {
-      c.once('exit', () => {
-        running.delete(c);
-        resolve();
-      });
-      c.once('error', (err) => {
-        output += `spawn error: ${err.message}\n`;
-        running.delete(c);
-        resolve();
-      });
-    });
+    const c = server.spawn(ETCD_BIN, args);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      if (c.exitCode !== null || c.signalCode !== null || !running.has(c)) {
-        throw new Error(`etcd exited before it was healthy (${c.exitCode ?? c.signalCode}): ${output.slice(-2000)}`);
+      if (server.hasExited(c)) {
+        throw new Error(`etcd exited before it was healthy (${c.exitCode ?? c.signalCode}): ${server.output.slice(-2000)}`);
       }
       try {
         const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
@@ -101,30 +71,17 @@ export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdIn
       }
       await sleep(50);
     }
-    c.kill('SIGKILL');
-    await exited;
-    throw new Error(`etcd at ${url} was not healthy within 15 s: ${output.slice(-2000)}`);
+    await server.stop('SIGKILL');
+    throw new Error(`etcd at ${url} was not healthy within 15 s: ${server.output.slice(-2000)}`);
   };
 
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
-    const c = child;
-    if (!c) return;
-    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, signal);
-      } catch {
-        // already gone
-      }
-    }
-    await exited;
-  };
+  const stop = (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => server.stop(signal);
 
   try {
     await launch();
   } catch (err) {
     await stop('SIGKILL');
-    if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
-    ownDirs.delete(dataDir);
+    if (ownDir) removeServerDir(dataDir);
     throw err;
   }
 
@@ -133,7 +90,7 @@ export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdIn
     clientPort,
     peerPort,
     get pid() {
-      return child?.pid ?? -1;
+      return server.child?.pid ?? -1;
     },
     dataDir,
     stop,
@@ -143,11 +100,10 @@ export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdIn
     },
     async destroy() {
       await stop('SIGKILL');
-      if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
-      ownDirs.delete(dataDir);
+      if (ownDir) removeServerDir(dataDir);
     },
     get output() {
-      return output;
+      return server.output;
     },
   };
 }

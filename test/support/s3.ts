@@ -3,10 +3,7 @@
 // SIGKILLs it and keeps the dir, so S3 is "down"; restart() brings it back on
 // the same port and dir with every object intact. Faults s3rver cannot
 // produce (503s, hangs, signature checks) live in s3-proxy.ts.
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import {
   CreateBucketCommand,
@@ -19,6 +16,7 @@ import {
 } from '@aws-sdk/client-s3';
 
 import { freePort } from './cluster.js';
+import { removeServerDir, ServerProcess, tempDirForServer } from './server-process.js';
 
 export { startFaultProxy, type FaultProxy, type FaultMode, type ProxyRequest } from './s3-proxy.js';
 
@@ -64,15 +62,6 @@ export interface S3rverHandle {
 
 const trace = !!process.env['LITEFS_TEST_TRACE'];
 
-// Kill whatever is still running if the test process exits without its
-// after() hooks having run (a crash, an uncaught error).
-const running = new Set<ChildProcess>();
-const ownDirs = new Set<string>();
-process.once('exit', () => {
-  for (const c of running) c.kill('SIGKILL');
-  for (const d of ownDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The s3rver CLI script, found through the package's main entry. */
@@ -98,8 +87,7 @@ export function s3Client(endpoint: string, extra: Partial<S3ClientConfig> = {}):
 
 export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {}): Promise<S3rverHandle> {
   const ownDir = !opts.dir;
-  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-s3rver-'));
-  if (ownDir) ownDirs.add(dir);
+  const dir = opts.dir ?? tempDirForServer('litefs-s3rver-');
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   const buckets = opts.buckets ?? [DEFAULT_BUCKET];
@@ -109,49 +97,24 @@ export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {
   // Node 17+ (OpenSSL 3) only offers with the legacy provider loaded.
   const env = { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' };
 
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
-  let output = '';
-
-  const spawnOnce = (): ChildProcess => {
-    const c = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child = c;
-    running.add(c);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (trace) process.stderr.write(`[s3rver:${port}] ${d}`);
-    };
-    c.stdout?.on('data', onData);
-    c.stderr?.on('data', onData);
-    exited = new Promise<void>((resolve) => {
-      c.once('exit', () => {
-        running.delete(c);
-        resolve();
-      });
-      c.once('error', (err) => {
-        output += `spawn error: ${err.message}\n`;
-        running.delete(c);
-        resolve();
-      });
-    });
-    return c;
-  };
+  const server = new ServerProcess(trace ? `s3rver:${port}` : undefined);
+  const spawnOnce = () => server.spawn(process.execPath, args, { env });
 
   const launch = async (): Promise<void> => {
     const deadline = Date.now() + 15_000;
     let c = spawnOnce();
-    let outputMark = output.length;
+    let outputMark = server.output.length;
     while (Date.now() < deadline) {
-      if (!running.has(c)) {
+      if (server.hasExited(c)) {
         // After a SIGKILL the port is normally free at once; retry the bind
         // anyway in case a lingering socket still holds it.
-        if (output.slice(outputMark).includes('EADDRINUSE')) {
+        if (server.output.slice(outputMark).includes('EADDRINUSE')) {
           await sleep(100);
-          outputMark = output.length;
+          outputMark = server.output.length;
           c = spawnOnce();
           continue;
         }
-        throw new Error(`s3rver exited before it answered (${c.exitCode ?? c.signalCode}): ${output.slice(-2000)}`);
+        throw new Error(`s3rver exited before it answered (${c.exitCode ?? c.signalCode}): ${server.output.slice(-2000)}`);
       }
       try {
         // Any HTTP answer will do: it means the server is accepting requests.
@@ -163,23 +126,13 @@ export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {
       }
       await sleep(50);
     }
-    c.kill('SIGKILL');
-    await exited;
-    throw new Error(`s3rver at ${endpoint} did not answer within 15 s: ${output.slice(-2000)}`);
+    await server.stop('SIGKILL');
+    throw new Error(`s3rver at ${endpoint} did not answer within 15 s: ${server.output.slice(-2000)}`);
   };
 
   const stop = async (): Promise<void> => {
-    const c = child;
-    if (!c) return;
-    if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await exited;
-    child = undefined;
+    await server.stop('SIGKILL');
+    server.child = undefined;
   };
 
   const clients = new Set<S3Client>();
@@ -195,7 +148,7 @@ export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {
     port,
     dir,
     get pid() {
-      return child?.pid ?? -1;
+      return server.child?.pid ?? -1;
     },
     accessKeyId: S3RVER_ACCESS_KEY_ID,
     secretAccessKey: S3RVER_SECRET_ACCESS_KEY,
@@ -220,8 +173,7 @@ export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {
       for (const cl of clients) cl.destroy();
       clients.clear();
       await stop();
-      if (ownDir) fs.rmSync(dir, { recursive: true, force: true });
-      ownDirs.delete(dir);
+      if (ownDir) removeServerDir(dir);
     },
     async listKeys(prefix = '', bucket = handle.bucket, pageSize?: number) {
       const keys: string[] = [];
@@ -248,7 +200,7 @@ export async function startS3rver(opts: { dir?: string; buckets?: string[] } = {
       await helper.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
     },
     get output() {
-      return output;
+      return server.output;
     },
   };
 
