@@ -33,9 +33,7 @@ describe('S3 backup across a failover', () => {
     const cluster = await Cluster.createDynamic(2, () => backend.leaseYaml('litefs/backup'), { extra: backupYaml(proxy.endpoint, s3.bucket, 'failover') });
     try {
       const [n1, n2] = cluster.nodes as [ClusterNode, ClusterNode];
-      await cluster.start(n1);
-      cluster.setPrimary(await cluster.waitForPrimary(15_000));
-      await cluster.start(n2);
+      await cluster.startFirstAsPrimary();
       assert.equal((await sqlite3(path.join(n1.mnt, DB), 'PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);')).code, 0);
       await commitRows(n1, DB, 20, 'n1');
       await waitBackedUp(n1, DB);

@@ -75,9 +75,7 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
   const writers: ChildProcess[] = [];
   try {
     const [n1] = cluster.nodes as [ClusterNode];
-    await cluster.start(n1);
-    cluster.setPrimary(await cluster.waitForPrimary());
-    for (const n of cluster.nodes.slice(1)) await cluster.start(n);
+    await cluster.startFirstAsPrimary(30_000);
     assert.equal((await sqlite3(path.join(n1.mnt, DB), 'PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, node TEXT, seq INT);')).code, 0);
     await cluster.waitInSync(DB);
     for (const n of cluster.nodes) writers.push(startWriter(n, acks));

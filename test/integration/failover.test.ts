@@ -82,9 +82,7 @@ for (const type of ['etcd', 'consul'] as BackendType[]) {
       const cluster = await Cluster.createDynamic(2, () => backend.leaseYaml('litefs/clean'));
       try {
         const [n1, n2] = cluster.nodes as [ClusterNode, ClusterNode];
-        await cluster.start(n1);
-        cluster.setPrimary(await cluster.waitForPrimary(15_000));
-        await cluster.start(n2);
+        await cluster.startFirstAsPrimary();
         assert.equal((await sqlite3(path.join(n1.mnt, DB), 'PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);')).code, 0);
         for (let i = 0; i < 5; i++) await insert(n1, DB, `a-${i}`);
         await cluster.waitInSync(DB);

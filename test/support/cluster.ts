@@ -129,6 +129,15 @@ export class Cluster {
     return node.proc;
   }
 
+  /** Dynamic clusters: starts the first node, waits until it holds the lease, then starts the others; returns it. */
+  async startFirstAsPrimary(timeoutMs = 15_000): Promise<ClusterNode> {
+    const [first, ...rest] = this.nodes;
+    await this.start(first!);
+    this.setPrimary(await this.waitForPrimary(timeoutMs));
+    for (const n of rest) await this.start(n);
+    return this.primary;
+  }
+
   async startAll(): Promise<void> {
     for (const n of this.nodes) await this.start(n);
   }
