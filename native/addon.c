@@ -201,6 +201,13 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
   return found;
 }
 
+/* pendingNotices(): notices queued and not yet handled by JavaScript */
+static napi_value js_pending_notices(napi_env env, napi_callback_info info) {
+  napi_value n;
+  napi_create_int32(env, lfs_notices_queued(), &n);
+  return n;
+}
+
 static lfs_file *file_arg(napi_env env, napi_value v) {
   char *path = get_string(env, v);
   if (!path) return NULL;
@@ -385,6 +392,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL},
       {"reply", NULL, js_reply, NULL, NULL, NULL, napi_default, NULL},
+      {"pendingNotices", NULL, js_pending_notices, NULL, NULL, NULL, napi_default, NULL},
       {"setFile", NULL, js_set_file, NULL, NULL, NULL, napi_default, NULL},
       {"setVirtual", NULL, js_set_virtual, NULL, NULL, NULL, napi_default, NULL},
       {"takeDirtyPages", NULL, js_take_dirty, NULL, NULL, NULL, napi_default, NULL},

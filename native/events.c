@@ -2,6 +2,10 @@
  * Decision points: a FUSE thread hands an event to the JavaScript thread
  * through a thread-safe function and sleeps until JavaScript answers with
  * reply(id, errno). The JavaScript thread never blocks on a FUSE thread.
+ *
+ * Notices are events nobody waits for (id 0 on the JavaScript side): the
+ * queue is first in, first out, so an ask queued after notices is answered
+ * only once they have been handled (a settle event uses exactly that).
  */
 #include "lfs.h"
 
@@ -10,6 +14,15 @@
 #include <string.h>
 
 #define LFS_PENDING 1024 /* far more than FUSE threads */
+#define LFS_NOTICES_MAX 1024
+
+/* A notice owns a copy of its event; its path points into a file entry,
+ * which lives as long as the mount. Tagged with bit 0 in the queue. */
+typedef struct {
+  lfs_event ev;
+} queued_notice;
+
+static _Atomic int notices_queued;
 
 typedef struct {
   const lfs_event *ev; /* lives on the waiting FUSE thread's stack */
@@ -36,6 +49,7 @@ static const char *type_names[] = {
     [LFS_EV_WAL_COMMIT] = "walCommit",
     [LFS_EV_JOURNAL_INVALIDATED] = "journalInvalidated",
     [LFS_EV_UNMOUNTED] = "unmounted",
+    [LFS_EV_SETTLE] = "settle",
 };
 
 static void finish(pending_event *p, int result) {
@@ -68,34 +82,39 @@ static void set_num(napi_env env, napi_value obj, const char *key, double val) {
   napi_set_named_property(env, obj, key, v);
 }
 
-/* Runs on the JavaScript thread. data carries an event id (0: the unmounted
- * notice, which nobody waits for). The waiting thread's event is read under
+static void set_event(napi_env env, napi_value obj, const lfs_event *ev) {
+  set_str(env, obj, "type", type_names[ev->type]);
+  set_str(env, obj, "path", ev->path);
+  set_str(env, obj, "path2", ev->path2);
+  set_num(env, obj, "offset", (double)ev->offset);
+  set_num(env, obj, "length", (double)ev->length);
+  set_num(env, obj, "arg", (double)ev->arg);
+  set_num(env, obj, "pageSize", ev->page_size);
+}
+
+/* Runs on the JavaScript thread. data is a notice tagged with bit 0, or an
+ * event id shifted left by one (0: the unmounted notice). The waiting thread's event is read under
  * pending_lock, so it cannot be finished and unwound meanwhile. */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  uint32_t id = (uint32_t)(uintptr_t)data;
-  if (!env) { /* environment going away: nobody will answer */
-    if (id) lfs_event_reply(id, EIO);
-    return;
-  }
+  queued_notice *notice = NULL;
+  uint32_t id = 0;
+  if ((uintptr_t)data & 1) notice = (queued_notice *)((uintptr_t)data & ~(uintptr_t)1);
+  else id = (uint32_t)((uintptr_t)data >> 1);
   napi_value obj, undefined, ignored;
+  if (!env) goto done; /* environment going away: nobody will answer */
   napi_create_object(env, &obj);
   napi_get_undefined(env, &undefined);
   set_num(env, obj, "id", id);
-  if (id) {
+  if (notice) {
+    set_event(env, obj, &notice->ev);
+  } else if (id) {
     pthread_mutex_lock(&pending_lock);
     pending_event *p = pending[id % LFS_PENDING];
     if (!p || p->id != id) { /* already failed by lfs_events_stop */
       pthread_mutex_unlock(&pending_lock);
       return;
     }
-    const lfs_event *ev = p->ev;
-    set_str(env, obj, "type", type_names[ev->type]);
-    set_str(env, obj, "path", ev->path);
-    set_str(env, obj, "path2", ev->path2);
-    set_num(env, obj, "offset", (double)ev->offset);
-    set_num(env, obj, "length", (double)ev->length);
-    set_num(env, obj, "arg", (double)ev->arg);
-    set_num(env, obj, "pageSize", ev->page_size);
+    set_event(env, obj, p->ev);
     pthread_mutex_unlock(&pending_lock);
   } else {
     set_str(env, obj, "type", type_names[LFS_EV_UNMOUNTED]);
@@ -103,7 +122,14 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   if (napi_call_function(env, undefined, js_cb, 1, &obj, &ignored) != napi_ok) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
-    if (id) lfs_event_reply(id, EIO);
+    env = NULL; /* answered below */
+  }
+done:
+  if (notice) {
+    free(notice);
+    atomic_fetch_sub(&notices_queued, 1);
+  } else if (id && !env) {
+    lfs_event_reply(id, EIO);
   }
 }
 
@@ -118,9 +144,8 @@ int lfs_events_start(napi_env env, napi_value dispatcher) {
   return st == napi_ok ? 0 : -1;
 }
 
-static int enqueue(uint32_t id) {
+static int enqueue(void *data) {
   int ok = 0;
-  void *data = (void *)(uintptr_t)id;
   pthread_rwlock_rdlock(&tsfn_lock);
   if (accepting) ok = napi_call_threadsafe_function(tsfn, data, napi_tsfn_nonblocking) == napi_ok;
   pthread_rwlock_unlock(&tsfn_lock);
@@ -144,7 +169,7 @@ int lfs_event_ask(const lfs_event *ev) {
   pending[p.id % LFS_PENDING] = &p;
   pthread_mutex_unlock(&pending_lock);
 
-  if (!enqueue(p.id)) lfs_event_reply(p.id, EIO);
+  if (!enqueue((void *)((uintptr_t)p.id << 1))) lfs_event_reply(p.id, EIO);
 
   pthread_mutex_lock(&pending_lock);
   while (!p.done) pthread_cond_wait(&p.cv, &pending_lock);
@@ -153,7 +178,21 @@ int lfs_event_ask(const lfs_event *ev) {
   return p.result;
 }
 
-void lfs_event_notify_unmounted(void) { enqueue(0); }
+int lfs_event_notify(const lfs_event *ev) {
+  if (atomic_load(&notices_queued) >= LFS_NOTICES_MAX) return lfs_event_ask(ev);
+  queued_notice *n = malloc(sizeof *n);
+  if (!n) return lfs_event_ask(ev);
+  n->ev = *ev;
+  atomic_fetch_add(&notices_queued, 1);
+  if (enqueue((void *)((uintptr_t)n | 1))) return 0;
+  atomic_fetch_sub(&notices_queued, 1);
+  free(n);
+  return -EIO;
+}
+
+int lfs_notices_queued(void) { return atomic_load(&notices_queued); }
+
+void lfs_event_notify_unmounted(void) { enqueue(NULL); }
 
 /* Stops taking events, fails the waiting ones, and releases the function. */
 void lfs_events_stop(void) {

@@ -23,6 +23,7 @@ enum {
   LFS_READONLY = 1 << 4,  /* refuse writes, except the daemon's own */
   LFS_DIRECT_IO = 1 << 5, /* bypass the kernel page cache */
   LFS_FSYNC = 1 << 6,     /* report fsync (apart: it is on the commit path) */
+  LFS_WAL_WAIT = 1 << 7,  /* commit frames wait for JavaScript's answer (else: a notice) */
 };
 
 /* What we know about one name (path from the mount root, with leading '/').
@@ -82,6 +83,7 @@ typedef enum {
   LFS_EV_WAL_COMMIT,
   LFS_EV_JOURNAL_INVALIDATED,
   LFS_EV_UNMOUNTED,
+  LFS_EV_SETTLE, /* answered at once: everything queued before it has been handled */
 } lfs_event_type;
 
 typedef struct {
@@ -95,6 +97,11 @@ typedef struct {
 
 int lfs_events_start(napi_env env, napi_value dispatcher);
 int lfs_event_ask(const lfs_event *ev); /* 0 or -errno */
+/* Queues the event without waiting (0, or -EIO once stopping). Past a bound
+ * on queued notices it asks instead, so a slow JavaScript thread slows
+ * writers rather than letting the queue grow. */
+int lfs_event_notify(const lfs_event *ev);
+int lfs_notices_queued(void);
 void lfs_event_notify_unmounted(void);  /* no answer awaited */
 int lfs_event_reply(uint32_t id, int err);
 void lfs_events_stop(void);

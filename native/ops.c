@@ -50,6 +50,17 @@ static int ask(lfs_event_type type, const char *path, const char *path2, int64_t
   return lfs_event_ask(&ev);
 }
 
+/* Commit notices tell JavaScript where to read a commit in the WAL, later:
+ * before anything may destroy those frames (a WAL restart, truncation,
+ * unlink or rename) or read the position they advance (<db>-pos), the
+ * queue is settled. The daemon's own thread cannot wait on itself. */
+static int settle(void) {
+  if (lfs_notices_queued() == 0 || fuse_get_context()->pid == lfs_g.pid) return 0;
+  return ask(LFS_EV_SETTLE, "/", NULL, 0);
+}
+
+static int settle_wal(lfs_file *f) { return (flags_of(f) & LFS_WAL) ? settle() : 0; }
+
 /* A journal that carried the magic was just invalidated: that is a commit
  * (or a rollback; JavaScript tells them apart by the dirty pages). */
 static int journal_invalidated(lfs_file *f, const char *reason) {
@@ -198,6 +209,10 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
   int writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
   if (f && f->is_virtual) return writing ? -EACCES : open_handle(f, -1, fi);
   if (writing && refuse_write(f)) return -EROFS;
+  if (fi->flags & O_TRUNC) {
+    int err = settle_wal(f);
+    if (err) return err;
+  }
   int fd = openat(lfs_g.backing_fd, rel(path), fi->flags & ~O_NOFOLLOW);
   if (fd < 0) return -errno;
   if (fi->flags & O_TRUNC) {
@@ -227,6 +242,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
   lfs_handle *h = handle(fi);
   if (h->fd < 0) {
     lfs_file *f = h->file;
+    int err = settle();
+    if (err) return err;
     pthread_mutex_lock(&f->mu);
     size_t n = 0;
     if ((size_t)off < f->virt_len) {
@@ -276,7 +293,7 @@ static int ask_wal_commit(lfs_file *f, uint64_t start, uint64_t frame, uint32_t 
                   .length = (int64_t)frame,
                   .arg = commit,
                   .page_size = ps};
-  return lfs_event_ask(&ev);
+  return (flags_of(f) & LFS_WAL_WAIT) ? lfs_event_ask(&ev) : lfs_event_notify(&ev);
 }
 
 /* Does this write end exactly at the end of a WAL frame whose header marks
@@ -348,6 +365,10 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
   lfs_file *f = h->file;
   uint32_t fl = flags_of(f);
   if ((fl & LFS_READONLY) && !from_daemon()) return -EROFS;
+  if ((fl & LFS_WAL) && off == 0) { /* a new WAL header: the old frames go */
+    int err = settle();
+    if (err) return err;
+  }
   uint32_t recksum_ps = (fl & LFS_WAL) ? commit_checksum_rewrite(h, buf, size, off) : 0;
   size_t done = 0;
   while (done < size) {
@@ -374,7 +395,8 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi) 
   lfs_file *f = h ? h->file : lfs_file_get(path, 0);
   if (f && f->is_virtual) return -EACCES;
   if (refuse_write(f)) return -EROFS;
-  int res;
+  int res = settle_wal(f);
+  if (res) return res;
   if (h) {
     res = ftruncate(h->fd, size);
   } else {
@@ -391,6 +413,8 @@ static int op_unlink(const char *path) {
   lfs_file *f = lfs_file_get(path, 0);
   if (f && f->is_virtual) return -EACCES;
   if (refuse_write(f)) return -EROFS;
+  int err = settle_wal(f);
+  if (err) return err;
   if (unlinkat(lfs_g.backing_fd, rel(path), 0) < 0) return -errno;
   return changed(f, LFS_EV_UNLINK, NULL, 0, "unlink");
 }
@@ -399,6 +423,9 @@ static int op_rename(const char *from, const char *to, unsigned int flags) {
   lfs_file *f = lfs_file_get(from, 0), *t = lfs_file_get(to, 0);
   if ((f && f->is_virtual) || (t && t->is_virtual)) return -EACCES;
   if (refuse_write(f) || refuse_write(t)) return -EROFS;
+  int err = settle_wal(f);
+  if (!err) err = settle_wal(t);
+  if (err) return err;
   if (renameat2(lfs_g.backing_fd, rel(from), lfs_g.backing_fd, rel(to), flags) < 0) return -errno;
   if ((flags_of(f) | flags_of(t)) & LFS_EVENTS) return ask(LFS_EV_RENAME, from, to, 0);
   return 0;

@@ -151,6 +151,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
     await lifecycle.stop();
+    await fuse.settled(); // commits still queued as notices reach the log
     await uploader?.flushAndStop(3000); // what was committed before writes stopped
     streamer.close();
     await http?.app.close().catch(() => undefined);

@@ -12,14 +12,19 @@ export type FuseEvent =
   | { type: 'rename'; name: string; newName: string }
   | { type: 'truncate'; name: string; size: number }
   | { type: 'fsync'; name: string; datasync: boolean }
-  /** A write completed a WAL frame whose header marks a commit. */
-  | { type: 'walCommit'; name: string; offset: number; length: number; commitSize: number; pageSize: number }
+  /**
+   * A write completed a WAL frame whose header marks a commit. Unless the
+   * file has walWait, the write did not wait (waiting false): the frames
+   * stay in the WAL until the notice is handled (see FileControl.settled).
+   */
+  | { type: 'walCommit'; name: string; offset: number; length: number; commitSize: number; pageSize: number; waiting: boolean }
   /** A journal that carried the magic was deleted, truncated to 0 or zeroed. */
   | { type: 'journalInvalidated'; name: string; reason: 'unlink' | 'truncate' | 'zeroed' };
 
 /**
  * Answers an event: nothing (or undefined) lets the operation succeed; an
- * errno name fails it with that error. The operation waits meanwhile.
+ * errno name fails it with that error. The operation waits meanwhile,
+ * except for notices (walCommit without walWait), whose answer is dropped.
  */
 export type EventHandler = (ev: FuseEvent) => void | ErrnoName | Promise<void | ErrnoName>;
 
@@ -28,8 +33,10 @@ export interface FileOptions {
   events?: boolean;
   /** Report fsync of this file (an event on the commit path under synchronous=FULL). */
   fsync?: boolean;
-  /** Report writes completing WAL commit frames (the -wal file). */
+  /** Report writes completing WAL commit frames (the -wal file), as notices. */
   wal?: boolean;
+  /** Make those writes wait for the handler's answer (which may fail them). */
+  walWait?: boolean;
   /** Report invalidation of a live rollback journal (the -journal file). */
   journal?: boolean;
   /** Record pages written (the database file); needs pageSize. */
@@ -64,12 +71,14 @@ export interface FileControl {
   takeDirtyPages(name: string): Uint32Array;
   /** Drops the kernel's cached pages and attributes of a file (once mounted). */
   invalidate(name: string): Promise<void>;
+  /** Resolves once every notice queued so far has been handled (at most timeoutMs). */
+  settled(timeoutMs?: number): Promise<void>;
 }
 
 export const fileControl: FileControl = {
   setFile(name, opts) {
     let flags = 0;
-    for (const key of ['events', 'fsync', 'wal', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
+    for (const key of ['events', 'fsync', 'wal', 'walWait', 'journal', 'dirtyPages', 'readOnly', 'directIo'] as const) {
       if (opts[key]) flags |= FileFlag[key];
     }
     native().setFile('/' + name, flags, opts.pageSize ?? 0);
@@ -84,6 +93,11 @@ export const fileControl: FileControl = {
   async invalidate(name) {
     await native().invalidate('/' + name, false);
   },
+  async settled(timeoutMs = 5000) {
+    // Notices are handled on this thread between turns of the event loop.
+    const deadline = Date.now() + timeoutMs;
+    while (native().pendingNotices() > 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  },
 };
 
 function toEvent(raw: RawEvent): FuseEvent {
@@ -95,7 +109,7 @@ function toEvent(raw: RawEvent): FuseEvent {
     case 'truncate': return { type: 'truncate', name, size: raw.arg };
     case 'fsync': return { type: 'fsync', name, datasync: raw.arg !== 0 };
     case 'walCommit':
-      return { type: 'walCommit', name, offset: raw.offset, length: raw.length, commitSize: raw.arg, pageSize: raw.pageSize };
+      return { type: 'walCommit', name, offset: raw.offset, length: raw.length, commitSize: raw.arg, pageSize: raw.pageSize, waiting: raw.id !== 0 };
     case 'journalInvalidated':
       return { type: 'journalInvalidated', name, reason: raw.path2 as 'unlink' | 'truncate' | 'zeroed' };
     default: throw new Error(`unknown FUSE event ${raw.type}`);
@@ -135,6 +149,10 @@ export class FuseMount extends EventEmitter implements FileControl {
       this.emit('unmounted');
       return;
     }
+    if (raw.type === 'settle') {
+      native().reply(raw.id, 0); // the notices queued before it are handled by now
+      return;
+    }
     let ev: FuseEvent;
     try {
       ev = toEvent(raw);
@@ -143,10 +161,12 @@ export class FuseMount extends EventEmitter implements FileControl {
       this.reportError(err, { type: 'unlink', name: raw.path ?? '' });
       return;
     }
-    const answer = (result: void | ErrnoName) => native().reply(raw.id, result ? errnoNumber(result) : 0);
+    const answer = (result: void | ErrnoName) => {
+      if (raw.id !== 0) native().reply(raw.id, result ? errnoNumber(result) : 0);
+    };
     const fail = (err: unknown) => {
       const code = (err as { code?: unknown }).code;
-      native().reply(raw.id, errnoNumber(typeof code === 'string' && code.startsWith('E') ? code : 'EIO'));
+      if (raw.id !== 0) native().reply(raw.id, errnoNumber(typeof code === 'string' && code.startsWith('E') ? code : 'EIO'));
       this.reportError(err, ev);
     };
     try {
@@ -178,6 +198,10 @@ export class FuseMount extends EventEmitter implements FileControl {
   /** Drops the kernel's cached pages and attributes of a file, and optionally its entry. */
   async invalidate(name: string, opts: { entry?: boolean } = {}): Promise<void> {
     await native().invalidate('/' + name, opts.entry ?? false);
+  }
+
+  settled(timeoutMs?: number): Promise<void> {
+    return fileControl.settled(timeoutMs);
   }
 
   /** Unmounts (lazily: open files see the mount vanish) and stops serving. */

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 export interface RawEvent {
+  /** What reply() answers; 0 when nobody waits (a notice, or the unmounted notice). */
   id: number;
   type: string;
   path?: string;
@@ -24,6 +25,8 @@ export interface NativeAddon {
   ): void;
   unmount(): void;
   reply(id: number, errno: number): boolean;
+  /** Notices queued by FUSE threads and not yet handled here. */
+  pendingNotices(): number;
   setFile(path: string, flags: number, pageSize: number): void;
   setVirtual(path: string, data: Buffer | null, mtimeMs: number): void;
   takeDirtyPages(path: string): Uint32Array;
@@ -40,6 +43,7 @@ export const FileFlag = {
   readOnly: 1 << 4,
   directIo: 1 << 5,
   fsync: 1 << 6,
+  walWait: 1 << 7,
 } as const;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

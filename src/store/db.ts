@@ -1,7 +1,8 @@
 // DB: one database. The only code that touches its files: it turns commits
 // seen by the FUSE layer into transaction records (TXID, checksums, pages),
-// appends them to the database's log before the commit returns, and keeps
-// the position that <db>-pos shows.
+// appends them to the database's log (rollback modes: before the commit
+// returns; WAL mode: from the commit's notice, before anything could remove
+// its frames), and keeps the position that <db>-pos shows.
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
@@ -131,7 +132,9 @@ export class DB extends EventEmitter {
     const f = this.ctx.files;
     if (role === 'primary') {
       f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
-      f.setFile(this.name + '-wal', { events: true, wal: true });
+      // Commits in the WAL are notices (the write does not wait for us) unless
+      // strict-verify must be able to refuse one; docs/fuse.md says why.
+      f.setFile(this.name + '-wal', { events: true, wal: true, walWait: this.ctx.strictVerify });
       f.setFile(this.name + '-journal', { events: true, journal: true });
     } else {
       for (const suffix of ['', '-wal', '-journal']) f.setFile(this.name + suffix, { readOnly: true });
@@ -151,7 +154,9 @@ export class DB extends EventEmitter {
       this.attach('replica');
       return true;
     }
-    return this.writerFor().betweenTransactions(this.walModeOnDisk(), timeoutMs, () => this.attach('replica'));
+    const stopped = await this.writerFor().betweenTransactions(this.walModeOnDisk(), timeoutMs, () => this.attach('replica'));
+    await this.ctx.files.settled(); // the last commits' notices: the position is final after this
+    return stopped;
   }
 
   detach(): void {
@@ -211,9 +216,22 @@ export class DB extends EventEmitter {
 
   // ---- commit capture -------------------------------------------------
 
-  /** A write completed a WAL commit frame ending at offset+length. */
-  walCommit(offset: number, length: number): void | ErrnoName {
-    const end = offset + length;
+  /**
+   * A write completed a WAL commit frame ending at offset+length. When the
+   * write did not wait (waiting false) a commit that cannot be recorded
+   * cannot be refused either: the database is in doubt and repaired, which
+   * records the files' state as one full transaction.
+   */
+  walCommit(offset: number, length: number, waiting = true): void | ErrnoName {
+    const refused = this.recordWalCommit(offset + length);
+    if (refused && !waiting) {
+      this.doubt = `the WAL commit ending at byte ${offset + length} could not be recorded`;
+      this.repair();
+    }
+    return refused;
+  }
+
+  private recordWalCommit(end: number): void | ErrnoName {
     // The -wal stays open between commits; walReset() closes it.
     this.walFd ??= fs.openSync(this.walFile, 'r');
     const fd = this.walFd;
@@ -239,7 +257,7 @@ export class DB extends EventEmitter {
         // A transaction that rewrote a page it had spilled to the WAL: SQLite
         // fixes the frames' checksums and salts right after this write, and
         // the native layer reports the rewrite of the commit frame's header;
-        // the transaction is recorded then, before the commit returns.
+        // the transaction is recorded then.
         this.pendingRecksum = end;
         this.ctx.log.debug({ db: this.name, frame: scan.validFrameEnd }, 'WAL checksums are rewritten after this commit frame; recording at the rewrite');
         return scan.transactions.length ? this.afterCommit() : undefined;
@@ -366,7 +384,7 @@ export class DB extends EventEmitter {
         return 'EIO';
       }
     }
-    // Before the commit returns, so an application reading <db>-pos right after sees it.
+    // An application reading <db>-pos right after its commit sees it: the read settles the notices first.
     this.publishPosition();
     return undefined;
   }

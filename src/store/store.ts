@@ -142,7 +142,7 @@ export class Store extends EventEmitter {
     const kind = classifyName(ev.name);
     switch (ev.type) {
       case 'walCommit':
-        return kind.kind === 'companion' ? this.dbs.get(kind.db)?.walCommit(ev.offset, ev.length) : undefined;
+        return kind.kind === 'companion' ? this.dbs.get(kind.db)?.walCommit(ev.offset, ev.length, ev.waiting) : undefined;
       case 'journalInvalidated':
         return kind.kind === 'companion' ? this.dbs.get(kind.db)?.journalInvalidated() : undefined;
       case 'fsync':

@@ -5,7 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { useMountFixture } from '../support/fixture.js';
+import { familyOptions, useMountFixture } from '../support/fixture.js';
 import { HeldConnection, JOURNAL_MODES, sqlite3, sleep } from '../support/clients.js';
 import { readWalFrames } from '../../src/sqlite/wal.js';
 
@@ -76,8 +76,9 @@ describe('events at decision points', () => {
     assert.deepEqual(await ctx.fx.call<number[]>({ cmd: 'takeDirty', name }), []);
   });
 
-  test('an errno from the handler fails the operation (WAL commit -> SQLite I/O error)', async () => {
+  test('an errno from the handler fails the operation (WAL commit with walWait -> SQLite I/O error)', async () => {
     const db = `${dirs.mnt}/fail.db`;
+    await ctx.fx.call({ cmd: 'setFile', name: 'fail.db-wal', opts: { ...familyOptions('fail.db-wal'), walWait: true } });
     assert.equal((await sqlite3(db, `PRAGMA journal_mode=wal; CREATE TABLE t(x);`)).code, 0);
     // The kernel retries a failed buffered write (seen: once), so handlers
     // must be idempotent and a persistent failure is what reaches SQLite.
@@ -96,5 +97,43 @@ describe('events at decision points', () => {
     const r = await sqlite3(`${dirs.mnt}/refused.db`, `CREATE TABLE t(x);`);
     assert.notEqual(r.code, 0);
     assert.equal(fs.existsSync(`${dirs.data}/refused.db`), false);
+  });
+});
+
+describe('WAL commit notices', () => {
+  const ctx = useMountFixture();
+  const { dirs } = ctx;
+
+  test('a commit does not wait for its notice; a WAL truncation and a virtual file read wait until notices are handled', async () => {
+    const name = 'notice.db';
+    const db = `${dirs.mnt}/${name}`;
+    // No events of the database file (fsync, truncate): they would wait for the notices anyway.
+    await ctx.fx.call({ cmd: 'setFile', name, opts: { dirtyPages: true, pageSize: 4096 } });
+    await ctx.fx.call({ cmd: 'setFile', name: `${name}-wal`, opts: { events: true, wal: true } });
+    assert.equal((await sqlite3(db, `PRAGMA journal_mode=wal; CREATE TABLE t(x);`)).code, 0);
+    const holder = await HeldConnection.open(db); // keeps the WAL from being deleted at each close
+    try {
+      await holder.query('SELECT count(*) FROM t');
+      await ctx.fx.call({ cmd: 'stallNotices', ms: 150, counter: 'handled' });
+      ctx.fx.events.length = 0;
+
+      // Truncation: each stalled handler must still find its commit frame in the WAL.
+      const r = await sqlite3(db, `PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); INSERT INTO t VALUES (3); PRAGMA wal_checkpoint(TRUNCATE);`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(ctx.fx.eventsOf('walCommit').every((e) => !e.waiting));
+      assert.equal(fs.statSync(`${dirs.data}/${name}-wal`).size, 0, 'the checkpoint truncated the WAL');
+      assert.equal(fs.readFileSync(`${dirs.mnt}/handled`, 'utf8'), '3');
+      const checked = ctx.fx.eventsOf('noticeChecked', `${name}-wal`);
+      assert.equal(checked.length, 3);
+      assert.ok(checked.every((c) => c.frameIntact), JSON.stringify(checked));
+
+      // A virtual file read right after a commit sees the handled notice.
+      for (let i = 4; i <= 6; i++) {
+        assert.equal((await sqlite3(db, `INSERT INTO t VALUES (${i});`)).code, 0);
+        assert.equal(fs.readFileSync(`${dirs.mnt}/handled`, 'utf8'), String(i));
+      }
+    } finally {
+      await holder.close();
+    }
   });
 });

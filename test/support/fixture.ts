@@ -5,6 +5,8 @@
 // Child: node fixture.js <mountDir> <dataDir>. It names database families
 // by suffix (a test policy, not the product's) and reports every event.
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before } from 'node:test';
 import { tempDirs } from './clients.js';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +21,8 @@ type Command =
   | { cmd: 'unlockAll'; path: string }
   | { cmd: 'failNext'; type: FuseEvent['type']; errno: string; times?: number }
   | { cmd: 'clearFailures' }
+  /** From now on each walCommit notice blocks this thread for ms, then checks its frame is still in the backing WAL and counts itself in the virtual file `counter`. */
+  | { cmd: 'stallNotices'; ms: number; counter: string }
   | { cmd: 'unmount' };
 
 /** Flags the fixture gives a new name, by its suffix. */
@@ -36,6 +40,7 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
   const locks = new Map<string, MountedFileLock>();
   const failNext = new Map<string, string[]>();
   const configured = new Set<string>();
+  let stall: { ms: number; counter: string; handled: number } | undefined;
   let fuse: FuseMount;
   const send = (msg: unknown) => process.send?.(msg);
   fuse = mount(
@@ -45,6 +50,15 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
       // A name the test configured keeps its options (e.g. readOnly).
       if (ev.type === 'create' && !configured.has(ev.name) && !plain) fuse.setFile(ev.name, familyOptions(ev.name, 4096, policy !== 'quiet'));
       if (policy !== 'quiet') send({ event: ev });
+      if (stall && ev.type === 'walCommit' && !ev.waiting) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, stall.ms);
+        const frame = Buffer.alloc(ev.length);
+        const fd = fs.openSync(path.join(dataDir, ev.name), 'r');
+        const n = fs.readSync(fd, frame, 0, ev.length, ev.offset);
+        fs.closeSync(fd);
+        send({ event: { type: 'noticeChecked', name: ev.name, frameIntact: n === ev.length && frame.readUInt32BE(4) === ev.commitSize } });
+        fuse.setVirtualFile(stall.counter, String(++stall.handled));
+      }
       const errno = failNext.get(ev.type)?.shift();
       if (errno) return errno as 'EIO';
       return undefined;
@@ -69,6 +83,7 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
         case 'unlockAll': await locks.get(msg.path)?.close(); locks.delete(msg.path); break;
         case 'failNext': failNext.set(msg.type, [...(failNext.get(msg.type) ?? []), ...Array<string>(msg.times ?? 1).fill(msg.errno)]); break;
         case 'clearFailures': failNext.clear(); break;
+        case 'stallNotices': stall = { ms: msg.ms, counter: msg.counter, handled: 0 }; fuse.setVirtualFile(msg.counter, '0'); break;
         case 'unmount':
           for (const l of locks.values()) await l.close();
           fuse.unmount();
@@ -83,9 +98,12 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
   send({ ready: true, clearedDeadMount: fuse.clearedDeadMount });
 }
 
+/** What a fixture reports: the mount's events, and its checks of stalled notices. */
+export type FixtureEvent = FuseEvent | { type: 'noticeChecked'; name: string; frameIntact: boolean };
+
 /** The test's handle on a fixture child. */
 export class MountFixture {
-  readonly events: FuseEvent[] = [];
+  readonly events: FixtureEvent[] = [];
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   clearedDeadMount = false;
@@ -103,7 +121,7 @@ export class MountFixture {
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
     return new Promise((resolve, reject) => {
-      child.on('message', (msg: { ready?: boolean; clearedDeadMount?: boolean; event?: FuseEvent; id?: number; result?: unknown; error?: string }) => {
+      child.on('message', (msg: { ready?: boolean; clearedDeadMount?: boolean; event?: FixtureEvent; id?: number; result?: unknown; error?: string }) => {
         if (msg.ready) {
           fx.clearedDeadMount = msg.clearedDeadMount ?? false;
           resolve(fx);
@@ -130,8 +148,8 @@ export class MountFixture {
     });
   }
 
-  eventsOf<T extends FuseEvent['type']>(type: T, name?: string): Extract<FuseEvent, { type: T }>[] {
-    return this.events.filter((e) => e.type === type && (name === undefined || e.name === name)) as Extract<FuseEvent, { type: T }>[];
+  eventsOf<T extends FixtureEvent['type']>(type: T, name?: string): Extract<FixtureEvent, { type: T }>[] {
+    return this.events.filter((e) => e.type === type && (name === undefined || e.name === name)) as Extract<FixtureEvent, { type: T }>[];
   }
 
   /** Unmounts and waits for the child to exit. */
