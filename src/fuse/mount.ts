@@ -19,7 +19,9 @@ export type FuseEvent =
    */
   | { type: 'walCommit'; name: string; offset: number; length: number; commitSize: number; pageSize: number; waiting: boolean }
   /** A journal that carried the magic was deleted, truncated to 0 or zeroed. */
-  | { type: 'journalInvalidated'; name: string; reason: 'unlink' | 'truncate' | 'zeroed' };
+  | { type: 'journalInvalidated'; name: string; reason: 'unlink' | 'truncate' | 'zeroed' }
+  /** C waits until the notices queued before this are handled (name ''); the answer is ignored. */
+  | { type: 'settle'; name: string };
 
 /**
  * Answers an event: nothing (or undefined) lets the operation succeed; an
@@ -73,6 +75,8 @@ export interface FileControl {
   invalidate(name: string): Promise<void>;
   /** Resolves once every notice queued so far has been handled (at most timeoutMs). */
   settled(timeoutMs?: number): Promise<void>;
+  /** Notices queued and not yet handled, counting the one being handled. */
+  pendingNotices(): number;
 }
 
 export const fileControl: FileControl = {
@@ -93,6 +97,9 @@ export const fileControl: FileControl = {
   async invalidate(name) {
     await native().invalidate('/' + name, false);
   },
+  pendingNotices() {
+    return native().pendingNotices();
+  },
   async settled(timeoutMs = 5000) {
     // Notices are handled on this thread between turns of the event loop.
     const deadline = Date.now() + timeoutMs;
@@ -112,6 +119,7 @@ function toEvent(raw: RawEvent): FuseEvent {
       return { type: 'walCommit', name, offset: raw.offset, length: raw.length, commitSize: raw.arg, pageSize: raw.pageSize, waiting: raw.id !== 0 };
     case 'journalInvalidated':
       return { type: 'journalInvalidated', name, reason: raw.path2 as 'unlink' | 'truncate' | 'zeroed' };
+    case 'settle': return { type: 'settle', name: '' };
     default: throw new Error(`unknown FUSE event ${raw.type}`);
   }
 }
@@ -147,10 +155,6 @@ export class FuseMount extends EventEmitter implements FileControl {
     if (raw.type === 'unmounted') {
       if (this.mounted) this.unmount();
       this.emit('unmounted');
-      return;
-    }
-    if (raw.type === 'settle') {
-      native().reply(raw.id, 0); // the notices queued before it are handled by now
       return;
     }
     let ev: FuseEvent;
@@ -202,6 +206,10 @@ export class FuseMount extends EventEmitter implements FileControl {
 
   settled(timeoutMs?: number): Promise<void> {
     return fileControl.settled(timeoutMs);
+  }
+
+  pendingNotices(): number {
+    return fileControl.pendingNotices();
   }
 
   /** Unmounts (lazily: open files see the mount vanish) and stops serving. */

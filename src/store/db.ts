@@ -217,15 +217,16 @@ export class DB extends EventEmitter {
   // ---- commit capture -------------------------------------------------
 
   /**
-   * A write completed a WAL commit frame ending at offset+length. When the
-   * write did not wait (waiting false) a commit that cannot be recorded
-   * cannot be refused either: the database is in doubt and repaired, which
-   * records the files' state as one full transaction.
+   * Writes completed WAL commit frames, the last ending at byte `end`: records
+   * every transaction committed up to there. When the writes did not wait
+   * (waiting false) a commit that cannot be recorded cannot be refused
+   * either: the database is in doubt and repaired, which records the files'
+   * state as one full transaction.
    */
-  walCommit(offset: number, length: number, waiting = true): void | ErrnoName {
-    const refused = this.recordWalCommit(offset + length);
+  walCommit(end: number, waiting = true): void | ErrnoName {
+    const refused = this.recordWalCommit(end);
     if (refused && !waiting) {
-      this.doubt = `the WAL commit ending at byte ${offset + length} could not be recorded`;
+      this.doubt = `the WAL commit ending at byte ${end} could not be recorded`;
       this.repair();
     }
     return refused;

@@ -28,6 +28,9 @@ export interface StoreOptions {
   recoverAs?: Role;
 }
 
+/** Commit notices recorded together at most (see deferWalCommit). */
+const MAX_DEFERRED_NOTICES = 64;
+
 export class Store extends EventEmitter {
   readonly dbs = new Map<string, DB>();
   readonly dbDir: string;
@@ -137,12 +140,44 @@ export class Store extends EventEmitter {
     for (const db of this.dbs.values()) db.log.enforceRetention(before, this.retentionFloor?.(db.name));
   }
 
+  /** WAL commit notices not yet recorded: the furthest commit end per database. */
+  private readonly deferredWalCommits = new Map<DB, number>();
+  private deferredCount = 0;
+
+  /**
+   * A commit notice with more notices queued behind it waits for them, so a
+   * burst of commits costs one read of the WAL (a JavaScript thread that
+   * falls behind catches up in batches); at most MAX_DEFERRED_NOTICES, and
+   * any other event (a settle included) records them first.
+   */
+  private deferWalCommit(db: DB, end: number): boolean {
+    this.deferredWalCommits.set(db, Math.max(this.deferredWalCommits.get(db) ?? 0, end));
+    return ++this.deferredCount < MAX_DEFERRED_NOTICES && this.opts.files.pendingNotices() > 1;
+  }
+
+  private recordDeferredWalCommits(): void {
+    if (this.deferredCount === 0) return;
+    const batch = [...this.deferredWalCommits];
+    this.deferredWalCommits.clear();
+    this.deferredCount = 0;
+    for (const [db, end] of batch) if (this.dbs.get(db.name) === db) db.walCommit(end, false);
+  }
+
   /** The FUSE event handler: the commit path runs through here. */
   handle = (ev: FuseEvent): void | ErrnoName => {
     const kind = classifyName(ev.name);
+    if (ev.type !== 'walCommit' || ev.waiting) this.recordDeferredWalCommits();
     switch (ev.type) {
-      case 'walCommit':
-        return kind.kind === 'companion' ? this.dbs.get(kind.db)?.walCommit(ev.offset, ev.length, ev.waiting) : undefined;
+      case 'settle':
+        return undefined; // the notices before it are recorded (above)
+      case 'walCommit': {
+        const db = kind.kind === 'companion' ? this.dbs.get(kind.db) : undefined;
+        const end = ev.offset + ev.length;
+        if (!db) return undefined;
+        if (ev.waiting) return db.walCommit(end, true);
+        if (!this.deferWalCommit(db, end)) this.recordDeferredWalCommits();
+        return undefined;
+      }
       case 'journalInvalidated':
         return kind.kind === 'companion' ? this.dbs.get(kind.db)?.journalInvalidated() : undefined;
       case 'fsync':
