@@ -25,6 +25,9 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-bench-backup-'));
 // The bucket lives in memory: S3 is another machine, whose disk writes are not the primary's.
 const bucketDir = fs.mkdtempSync('/dev/shm/litefs-bench-s3-');
 const s3 = await startS3rver({ dir: bucketDir });
+// S3 is a remote service: its CPU is not the primary's. s3rver shares this
+// machine's two cores, so it runs at the lowest priority (BENCH_S3_NICE=0 to compare).
+os.setPriority(s3.pid, Number(process.env.BENCH_S3_NICE ?? 19));
 const nodes: MountProcess[] = [];
 
 async function node(name: string, extra: string, port?: number): Promise<{ mnt: string; url: string; config: string; proc: MountProcess; port: number }> {
