@@ -7,7 +7,7 @@ import { parseHostPort } from '../config/index.js';
 import { formatPosition, parsePosition } from '../txlog/checksum.js';
 import type { ReplicaRequest, Streamer } from '../replication/streamer.js';
 import type { NodeLifecycle } from '../lease/lifecycle.js';
-import type { Position } from '../store/db.js';
+import type { Position } from '../store/types.js';
 import { createMetrics } from './metrics.js';
 import type { DbBackupStatus } from '../backup/uploader.js';
 import { exportDatabase, importDatabase, ImportError } from '../store/transfer.js';

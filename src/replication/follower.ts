@@ -11,7 +11,7 @@ import { Agent, request } from 'undici';
 import type { FileControl } from '../fuse/index.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { ApplyError, type ReceivedTransaction } from '../store/db.js';
+import { ApplyError, type ReceivedTransaction } from '../store/types.js';
 import { writeFully } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';

@@ -6,78 +6,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import type { FileControl, ErrnoName } from '../fuse/index.js';
-import type { Logger } from '../log.js';
+import type { ErrnoName } from '../fuse/index.js';
 import { lockPageNumber } from '../sqlite/dbheader.js';
-import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, walTransactionEnd, type WalChecksum, type WalTransaction } from '../sqlite/wal.js';
+import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, walTransactionEnd, type WalTransaction } from '../sqlite/wal.js';
 import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
 import { DatabaseWriter } from './apply.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
+import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
 
 /** The unit the native layer records dirty writes in (SQLite's smallest page). */
 export const DIRTY_UNIT = 512;
 
-export interface DbContext {
-  dbDir: string; // the FUSE backing directory
-  logRoot: string; // <data.dir>/txlog
-  files: FileControl;
-  log: Logger;
-  compress: boolean;
-  strictVerify: boolean;
-  nodeId: bigint;
-  /** Age after which the log starts a new segment (ms). */
-  segmentMaxAge: number;
-  /** The mount's directory once it serves (a replica writes through it). */
-  mountDir?: string;
-}
-
-export type Role = 'primary' | 'replica';
-
-/** A replica's record did not apply: the message says why, in one line. */
-export class ApplyError extends Error {
-  constructor(
-    message: string,
-    /** The database's files no longer match its position: it needs a snapshot. */
-    readonly inDoubt = false,
-  ) {
-    super(message);
-    this.name = 'ApplyError';
-  }
-}
-
-/** A transaction as a replica receives it: decoded, and the bytes to log as they came. */
-export interface ReceivedTransaction {
-  tx: TransactionFile;
-  bytes: Buffer;
-}
-
-/** Where a snapshot leaves a database. */
-export interface SnapshotPosition {
-  txid: number;
-  checksum: bigint;
-  pageSize: number;
-  commitSize: number;
-  timestamp: number;
-}
-
 /** How many recent positions a primary remembers, to name the TXID of a snapshot by its checksum. */
 const RECENT_POSITIONS = 4096;
-
-export interface Position {
-  txid: number;
-  checksum: bigint;
-}
-
-/** Where the last recorded transaction ends in the current WAL. */
-export interface WalCursor {
-  salt1: number;
-  salt2: number;
-  frameEnd: number; // byte offset just past the last recorded commit frame
-  seed: WalChecksum; // the WAL checksum at frameEnd
-}
 
 /** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
 function walModeOf(tx: TransactionFile, before: boolean): boolean {

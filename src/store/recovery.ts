@@ -15,7 +15,8 @@ import { isLiveJournalHeader } from '../sqlite/journal.js';
 import { WAL_HEADER_SIZE, walFrameOffset, walTransactionEnd } from '../sqlite/wal.js';
 import { verifyChain, type TransactionFile } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
-import type { DB, Role } from './db.js';
+import type { DB } from './db.js';
+import type { Role } from './types.js';
 import type { Logger } from '../log.js';
 import { allPages, applyWalTransaction, databaseFileInfo, fileState, scanWal, type FileState } from './pages.js';
 

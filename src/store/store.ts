@@ -5,7 +5,8 @@ import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { ErrnoName, FileControl, FuseEvent } from '../fuse/index.js';
 import type { Logger } from '../log.js';
-import { DB, type DbContext, type Role } from './db.js';
+import { DB } from './db.js';
+import type { DbContext, Role } from './types.js';
 import { classifyName } from './family.js';
 import { recoverDatabase } from './recovery.js';
 
