@@ -93,8 +93,9 @@ static void set_event(napi_env env, napi_value obj, const lfs_event *ev) {
 }
 
 /* Runs on the JavaScript thread. data is a notice tagged with bit 0, or an
- * event id shifted left by one (0: the unmounted notice). The waiting thread's event is read under
- * pending_lock, so it cannot be finished and unwound meanwhile. */
+ * event id shifted left by one (0: the unmounted notice). The waiting
+ * thread's event is read under pending_lock, so it cannot be finished and
+ * unwound meanwhile. */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   queued_notice *notice = NULL;
   uint32_t id = 0;

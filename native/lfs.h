@@ -83,7 +83,7 @@ typedef enum {
   LFS_EV_WAL_COMMIT,
   LFS_EV_JOURNAL_INVALIDATED,
   LFS_EV_UNMOUNTED,
-  LFS_EV_SETTLE, /* answered at once: everything queued before it has been handled */
+  LFS_EV_SETTLE, /* reaches JavaScript behind every notice queued before it */
 } lfs_event_type;
 
 typedef struct {

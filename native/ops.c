@@ -423,8 +423,7 @@ static int op_rename(const char *from, const char *to, unsigned int flags) {
   lfs_file *f = lfs_file_get(from, 0), *t = lfs_file_get(to, 0);
   if ((f && f->is_virtual) || (t && t->is_virtual)) return -EACCES;
   if (refuse_write(f) || refuse_write(t)) return -EROFS;
-  int err = settle_wal(f);
-  if (!err) err = settle_wal(t);
+  int err = ((flags_of(f) | flags_of(t)) & LFS_WAL) ? settle() : 0;
   if (err) return err;
   if (renameat2(lfs_g.backing_fd, rel(from), lfs_g.backing_fd, rel(to), flags) < 0) return -errno;
   if ((flags_of(f) | flags_of(t)) & LFS_EVENTS) return ask(LFS_EV_RENAME, from, to, 0);

@@ -167,7 +167,7 @@ export class DB extends EventEmitter {
    * either: the database is in doubt and repaired, which records the files'
    * state as one full transaction.
    */
-  walCommit(end: number, waiting = true): void | ErrnoName {
+  walCommit(end: number, waiting: boolean): void | ErrnoName {
     const refused = this.recordWalCommit(end);
     if (refused && !waiting) {
       this.doubt = `the WAL commit ending at byte ${end} could not be recorded`;
