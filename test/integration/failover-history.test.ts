@@ -45,8 +45,15 @@ interface Ack {
   txid: number;
 }
 
-function startWriter(node: ClusterNode, acks: Ack[]): ChildProcess {
+interface Writer {
+  child: ChildProcess;
+  /** Settles when the process exits, however early (a writer on a killed node may die of SIGBUS on its mapped -shm). */
+  exited: Promise<string>;
+}
+
+function startWriter(node: ClusterNode, acks: Ack[]): Writer {
   const child = spawn('python3', ['-c', WRITER, path.join(node.mnt, DB), node.name], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<string>((r) => child.once('exit', (code, signal) => r(`${node.name}: ${signal ?? code}`)));
   let buf = '';
   child.stdout!.on('data', (d: Buffer) => {
     buf += d.toString();
@@ -56,7 +63,7 @@ function startWriter(node: ClusterNode, acks: Ack[]): ChildProcess {
       buf = buf.slice(i + 1);
     }
   });
-  return child;
+  return { child, exited };
 }
 
 /** TXID → post-apply checksum of every transaction in a node's log. */
@@ -72,7 +79,7 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
   const backend = await startBackend('etcd');
   const cluster = await Cluster.createDynamic(3, () => backend.leaseYaml('litefs/history'));
   const acks: Ack[] = [];
-  const writers: ChildProcess[] = [];
+  const writers: Writer[] = [];
   try {
     const [n1] = cluster.nodes as [ClusterNode];
     await cluster.startFirstAsPrimary(30_000);
@@ -103,8 +110,8 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
     await sleep(1500);
     const trace = (what: string) => process.env['LITEFS_TEST_TRACE'] && process.stderr.write(`${what}\n`);
     trace('stopping writers');
-    for (const w of writers) w.stdin!.end();
-    await Promise.all(writers.map((w) => new Promise((r) => w.once('exit', r))));
+    for (const w of writers) w.child.stdin!.end();
+    trace(`writers exited: ${(await Promise.all(writers.map((w) => w.exited))).join(', ')}`);
 
     trace(`checkpoint on ${cluster.primary.name}`);
     await checkpoint(cluster.primary, DB);
@@ -152,7 +159,7 @@ test('writes on every node through repeated handoffs, SIGTERMs and a kill -9: on
     assert.ok(count >= lost.length && count <= lost.length + 1, `lost ${lost.length}, reported ${count}`);
     assert.ok(countLines(killed!, /never reached the new primary/) <= 1);
   } finally {
-    for (const w of writers) w.kill('SIGKILL');
+    for (const w of writers) w.child.kill('SIGKILL');
     await cluster.destroy();
     await backend.destroy();
   }
