@@ -168,6 +168,7 @@ export class DB extends EventEmitter {
    * state as one full transaction.
    */
   walCommit(end: number, waiting: boolean): void | ErrnoName {
+    this.repair(); // a commit the log could not take before: the files' state first
     const refused = this.recordWalCommit(end);
     if (refused && !waiting) {
       this.doubt = `the WAL commit ending at byte ${end} could not be recorded`;
@@ -194,7 +195,18 @@ export class DB extends EventEmitter {
     const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
     const scan = scanWalFrames(header, bytes.subarray(0, n), firstFrame, this.wal.seed);
     const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
-    for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
+    const recorded: Position[] = [this.position];
+    try {
+      this.log.batch(() => {
+        for (const tx of scan.transactions) {
+          this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
+          recorded.push(this.position);
+        }
+      });
+    } catch (err) {
+      this.forgetUnlogged(recorded, err as Error);
+      throw err;
+    }
     this.wal.frameEnd = WAL_HEADER_SIZE + scan.committedFrameEnd * frameSize;
     this.wal.seed = scan.checksum;
     if (scan.committedFrameEnd !== endFrame) {
@@ -221,6 +233,7 @@ export class DB extends EventEmitter {
 
   /** A live rollback journal was invalidated: the database file holds a commit, or a rollback. */
   journalInvalidated(): void | ErrnoName {
+    this.repair(); // a commit the log could not take before: the files' state first
     const units = this.ctx.files.takeDirtyPages(this.name);
     if (units.length === 0) return; // nothing reached the database file: a rollback
     const fd = fs.openSync(this.file, 'r');
@@ -305,13 +318,34 @@ export class DB extends EventEmitter {
       walFrameEnd: wal?.walFrameEnd ?? 0,
       pages: sorted.map(([pgno, data]) => ({ pgno, data })),
     };
-    this.log.append(tx);
+    try {
+      this.log.append(tx);
+    } catch (err) {
+      this.forgetUnlogged([before], err as Error);
+      throw err;
+    }
     this.remember(tx.maxTxid, tx.postApplyChecksum);
     this.txid = tx.maxTxid;
     this.pageSize = pageSize;
     this.commitSize = commitSize;
     this.lastCommit = now;
     this.emit('commit', tx);
+  }
+
+  /**
+   * A commit could not be written to the log: the position goes back to the
+   * last one logged (among `recorded`, the positions since the last logged
+   * one) and the database is in doubt, so its next commit first records the
+   * files' whole state (repair), since the page checksums were advanced.
+   */
+  private forgetUnlogged(recorded: Position[], err: Error): void {
+    const logged = this.log.last?.maxTxid ?? 0;
+    const at = recorded.find((p) => p.txid === logged) ?? recorded[0]!;
+    for (const [checksum, txid] of this.recent) if (txid > at.txid) this.recent.delete(checksum);
+    this.txid = at.txid;
+    this.checksums = undefined;
+    this.restoredChecksum = at.checksum;
+    this.doubt = `a commit could not be written to the transaction log (${err.message})`;
   }
 
   /** Records the database's whole current state as one transaction (first sight, or repair). */

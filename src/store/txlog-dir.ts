@@ -47,6 +47,10 @@ export class TransactionLog {
   private openedAt = 0;
   private unsynced = new Set<number>();
   private newSegments = false;
+  private batching = 0;
+  /** Records appended inside batch(), not yet written, from file offset pendingFrom. */
+  private pending: Buffer[] = [];
+  private pendingFrom = 0;
 
   constructor(
     readonly dir: string,
@@ -110,6 +114,7 @@ export class TransactionLog {
 
   /** The stored bytes of consecutive entries of one segment, with one read. */
   readEncoded(entries: readonly LogEntry[]): Buffer {
+    this.flush(); // a reader inside a batch sees what it appended
     const first = entries[0]!;
     const last = entries[entries.length - 1]!;
     const length = last.offset + last.length - first.offset;
@@ -190,6 +195,37 @@ export class TransactionLog {
     }
   }
 
+  /**
+   * Runs `fn` with its appends gathered into one write at its end: a burst
+   * of commits recorded together costs one system call. If that write fails
+   * the records it held are not in the log (the segment is cut back, their
+   * entries dropped) and the error is thrown; `last` says what is logged.
+   */
+  batch<T>(fn: () => T): T {
+    this.batching++;
+    try {
+      return fn();
+    } finally {
+      if (--this.batching === 0) this.flush();
+    }
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    const chunks = this.pending;
+    this.pending = [];
+    const total = chunks.reduce((n, c) => n + c.length, 0);
+    try {
+      const written = fs.writevSync(this.fd!, chunks, this.pendingFrom);
+      if (written !== total) throw new Error(`short write to ${this.segment}: ${written} of ${total} bytes`);
+    } catch (err) {
+      fs.ftruncateSync(this.fd!, this.pendingFrom); // never leave part of a record
+      this.size = this.pendingFrom;
+      this.entries.length -= chunks.length;
+      throw err;
+    }
+  }
+
   /** Appends one transaction file with one write (durable at the next sync()). */
   append(tx: TransactionFile): LogEntry {
     return this.appendEncoded(encodeTransaction(tx, { compress: this.compress }), tx);
@@ -201,13 +237,21 @@ export class TransactionLog {
     if (last && tx.minTxid !== last.maxTxid + 1) {
       throw new TxFileError(`transaction ${tx.minTxid} does not follow ${last.maxTxid} in ${this.dir}`);
     }
-    if (this.fd === undefined || this.size >= this.segmentLimit || Date.now() - this.openedAt > this.segmentMaxAge) this.openSegment(tx.minTxid);
+    if (this.fd === undefined || this.size >= this.segmentLimit || Date.now() - this.openedAt > this.segmentMaxAge) {
+      this.flush();
+      this.openSegment(tx.minTxid);
+    }
     const offset = this.size;
-    try {
-      fs.writeSync(this.fd!, bytes, 0, bytes.length, offset);
-    } catch (err) {
-      fs.ftruncateSync(this.fd!, offset); // never leave half a record
-      throw err;
+    if (this.batching > 0) {
+      if (this.pending.length === 0) this.pendingFrom = offset;
+      this.pending.push(bytes);
+    } else {
+      try {
+        fs.writeSync(this.fd!, bytes, 0, bytes.length, offset);
+      } catch (err) {
+        fs.ftruncateSync(this.fd!, offset); // never leave half a record
+        throw err;
+      }
     }
     this.size += bytes.length;
     this.unsynced.add(this.fd!);
@@ -239,6 +283,7 @@ export class TransactionLog {
   }
 
   private closeSegment(): void {
+    this.flush();
     if (this.fd !== undefined) {
       this.unsynced.delete(this.fd);
       fs.closeSync(this.fd);
@@ -249,6 +294,7 @@ export class TransactionLog {
 
   /** Makes every appended record, and new segments' directory entries, durable. */
   sync(): void {
+    this.flush();
     for (const fd of this.unsynced) fs.fdatasyncSync(fd);
     this.unsynced.clear();
     if (this.newSegments) {

@@ -115,9 +115,10 @@ export function parseTransactionFileName(name: string): { minTxid: number; maxTx
 /** Throws TxFileError for a file described as `label` ("transaction file <name or path>"). */
 type Fail = (detail: string) => never;
 
-function failer(label: string): Fail {
+/** The label is built only on failure: encoding and decoding run once per commit. */
+function failer(source: string | undefined, minTxid?: number, maxTxid?: number): Fail {
   return (detail) => {
-    throw new TxFileError(`${label}: ${detail}`);
+    throw new TxFileError(`${labelFor(source, minTxid, maxTxid)}: ${detail}`);
   };
 }
 
@@ -190,6 +191,12 @@ function bodyLength(pageCount: number, pageSize: number): number {
   return pageCount * (4 + pageSize);
 }
 
+/** Writes an integer below 2^53 as a big-endian u64 without a BigInt. */
+function writeSafeU64(out: Buffer, value: number, offset: number): void {
+  out.writeUInt32BE(Math.floor(value / 0x100000000), offset);
+  out.writeUInt32BE(value >>> 0, offset + 4);
+}
+
 function writeHeader(out: Buffer, tx: TransactionFile, compressed: boolean, bodySize: number): void {
   out.fill(0, 0, TX_HEADER_SIZE);
   TX_MAGIC.copy(out, 0);
@@ -197,16 +204,16 @@ function writeHeader(out: Buffer, tx: TransactionFile, compressed: boolean, body
   out.writeUInt16BE(compressed ? TX_FLAG_LZ4 : 0, OFF_FLAGS);
   out.writeUInt32BE(tx.pageSize, OFF_PAGE_SIZE);
   out.writeUInt32BE(tx.commitSize, OFF_COMMIT_SIZE);
-  out.writeBigUInt64BE(BigInt(tx.minTxid), OFF_MIN_TXID);
-  out.writeBigUInt64BE(BigInt(tx.maxTxid), OFF_MAX_TXID);
-  out.writeBigUInt64BE(BigInt(tx.timestamp), OFF_TIMESTAMP);
+  writeSafeU64(out, tx.minTxid, OFF_MIN_TXID);
+  writeSafeU64(out, tx.maxTxid, OFF_MAX_TXID);
+  writeSafeU64(out, tx.timestamp, OFF_TIMESTAMP);
   out.writeBigUInt64BE(tx.preApplyChecksum, OFF_PRE_APPLY);
   out.writeBigUInt64BE(tx.nodeId, OFF_NODE_ID);
   out.writeUInt32BE(tx.pages.length, OFF_PAGE_COUNT);
   out.writeUInt32BE(tx.walSalt1, OFF_WAL_SALT1);
   out.writeUInt32BE(tx.walSalt2, OFF_WAL_SALT2);
-  out.writeBigUInt64BE(BigInt(tx.walFrameEnd), OFF_WAL_FRAME_END);
-  out.writeBigUInt64BE(BigInt(bodySize), OFF_BODY_SIZE);
+  writeSafeU64(out, tx.walFrameEnd, OFF_WAL_FRAME_END);
+  writeSafeU64(out, bodySize, OFF_BODY_SIZE);
 }
 
 function writePages(out: Buffer, offset: number, pages: TransactionPage[], pageSize: number): void {
@@ -217,9 +224,12 @@ function writePages(out: Buffer, offset: number, pages: TransactionPage[], pageS
   }
 }
 
+/** The uncompressed body of a small transaction before lz4: reused, since a Buffer past 4 KiB costs more to allocate than to fill. */
+const bodyScratch = Buffer.allocUnsafe(256 * 1024);
+
 /** Encodes one transaction; throws TxFileError if it breaks any rule decoding enforces. */
 export function encodeTransaction(tx: TransactionFile, opts: { compress: boolean }): Buffer {
-  const fail: Fail = failer(labelFor(undefined, tx.minTxid, tx.maxTxid));
+  const fail: Fail = failer(undefined, tx.minTxid, tx.maxTxid);
   checkHeaderRules({ ...tx, pageCount: tx.pages.length }, fail);
   checkPostApply(tx.postApplyChecksum, fail);
   for (const page of tx.pages) {
@@ -231,7 +241,7 @@ export function encodeTransaction(tx: TransactionFile, opts: { compress: boolean
   const rawBodySize = bodyLength(tx.pages.length, tx.pageSize);
   let out: Buffer;
   if (opts.compress) {
-    const body = Buffer.allocUnsafe(rawBodySize);
+    const body = rawBodySize <= bodyScratch.length ? bodyScratch.subarray(0, rawBodySize) : Buffer.allocUnsafe(rawBodySize);
     writePages(body, 0, tx.pages, tx.pageSize);
     const packed = compressSync(body);
     out = Buffer.allocUnsafe(TX_HEADER_SIZE + packed.length + TX_TRAILER_SIZE);
@@ -257,7 +267,7 @@ function readSafeU64(buf: Buffer, offset: number, what: string, fail: Fail): num
 }
 
 function parseHeader(buf: Buffer, source: string | undefined): TransactionHeader {
-  let fail: Fail = failer(labelFor(source));
+  let fail: Fail = failer(source);
   if (buf.length >= TX_MAGIC.length && !buf.subarray(0, TX_MAGIC.length).equals(TX_MAGIC)) {
     fail(`bad magic ${buf.subarray(0, TX_MAGIC.length).toString('hex')} (expected "LFTX")`);
   }
@@ -270,7 +280,7 @@ function parseHeader(buf: Buffer, source: string | undefined): TransactionHeader
 
   const minTxid = readSafeU64(buf, OFF_MIN_TXID, 'min TXID', fail);
   const maxTxid = readSafeU64(buf, OFF_MAX_TXID, 'max TXID', fail);
-  if (minTxid >= 1 && maxTxid >= minTxid) fail = failer(labelFor(source, minTxid, maxTxid));
+  if (minTxid >= 1 && maxTxid >= minTxid) fail = failer(source, minTxid, maxTxid);
 
   const header: TransactionHeader = {
     version,
@@ -337,7 +347,7 @@ function readBody(buf: Buffer, header: TransactionHeader, fail: Fail): Buffer {
  */
 export function decodeTransaction(buf: Buffer, source?: string): TransactionFile {
   const header = parseHeader(buf, source);
-  const fail: Fail = failer(labelFor(source, header.minTxid, header.maxTxid));
+  const fail: Fail = failer(source, header.minTxid, header.maxTxid);
   if (buf.length < header.fileSize) fail(`truncated: ${buf.length} of ${header.fileSize} bytes`);
   if (buf.length > header.fileSize) fail(`${buf.length - header.fileSize} bytes after the trailer (file is ${buf.length}, expected ${header.fileSize})`);
 
@@ -378,7 +388,7 @@ export function decodeTransaction(buf: Buffer, source?: string): TransactionFile
 
 /** Throws TxFileError unless `next` applies directly on top of the state `prev` left. */
 export function verifyChain(prev: { maxTxid: number; postApplyChecksum: bigint }, next: Pick<TransactionFile, 'minTxid' | 'maxTxid' | 'preApplyChecksum'>): void {
-  const fail: Fail = failer(labelFor(undefined, next.minTxid, next.maxTxid));
+  const fail: Fail = failer(undefined, next.minTxid, next.maxTxid);
   if (next.minTxid !== prev.maxTxid + 1) fail(`min TXID ${next.minTxid} does not follow max TXID ${prev.maxTxid}`);
   if (next.preApplyChecksum !== prev.postApplyChecksum) {
     fail(`pre-apply checksum ${hex(next.preApplyChecksum)} differs from the previous post-apply checksum ${hex(prev.postApplyChecksum)}`);
