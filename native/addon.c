@@ -208,6 +208,23 @@ static napi_value js_pending_notices(napi_env env, napi_callback_info info) {
   return n;
 }
 
+/* deliverNotices(): hands queued notices to the dispatcher now; returns how many */
+static napi_value js_deliver_notices(napi_env env, napi_callback_info info) {
+  napi_value n;
+  napi_create_int32(env, lfs_notices_deliver(env), &n);
+  return n;
+}
+
+/* pollNotices(on): JavaScript polls for notices (true), or wants to be woken (false) */
+static napi_value js_poll_notices(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  bool on = false;
+  if (get_args(env, info, 1, argv)) return NULL;
+  napi_get_value_bool(env, argv[0], &on);
+  lfs_notices_polling(on);
+  return NULL;
+}
+
 static lfs_file *file_arg(napi_env env, napi_value v) {
   char *path = get_string(env, v);
   if (!path) return NULL;
@@ -393,6 +410,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL},
       {"reply", NULL, js_reply, NULL, NULL, NULL, napi_default, NULL},
       {"pendingNotices", NULL, js_pending_notices, NULL, NULL, NULL, napi_default, NULL},
+      {"deliverNotices", NULL, js_deliver_notices, NULL, NULL, NULL, napi_default, NULL},
+      {"pollNotices", NULL, js_poll_notices, NULL, NULL, NULL, napi_default, NULL},
       {"setFile", NULL, js_set_file, NULL, NULL, NULL, napi_default, NULL},
       {"setVirtual", NULL, js_set_virtual, NULL, NULL, NULL, napi_default, NULL},
       {"takeDirtyPages", NULL, js_take_dirty, NULL, NULL, NULL, napi_default, NULL},

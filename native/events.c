@@ -3,9 +3,14 @@
  * through a thread-safe function and sleeps until JavaScript answers with
  * reply(id, errno). The JavaScript thread never blocks on a FUSE thread.
  *
- * Notices are events nobody waits for (id 0 on the JavaScript side): the
- * queue is first in, first out, so an ask queued after notices is answered
- * only once they have been handled (a settle event uses exactly that).
+ * Notices are events nobody waits for (id 0 on the JavaScript side). They
+ * wait in a list of their own, which the JavaScript thread empties before
+ * it runs any other event (so everything stays first in, first out: a
+ * settle asked after notices is answered once they are handled) and
+ * whenever it polls. While commits keep coming it polls on a timer and
+ * says so (lfs_notices_polling): only a notice that finds it not polling
+ * wakes it, since waking the JavaScript thread once per commit costs a
+ * writer more than the commit's own fsync wait hides.
  */
 #include "lfs.h"
 
@@ -17,12 +22,19 @@
 #define LFS_NOTICES_MAX 1024
 
 /* A notice owns a copy of its event; its path points into a file entry,
- * which lives as long as the mount. Tagged with bit 0 in the queue. */
-typedef struct {
+ * which lives as long as the mount. */
+typedef struct queued_notice {
   lfs_event ev;
+  struct queued_notice *next;
 } queued_notice;
 
-static _Atomic int notices_queued;
+static pthread_mutex_t notice_lock = PTHREAD_MUTEX_INITIALIZER;
+static queued_notice *notice_head, **notice_tail = &notice_head;
+static _Atomic int notices_queued; /* in the list, plus the one being handled */
+static _Atomic int js_polling;     /* JavaScript polls: a notice need not wake it */
+static _Atomic int wake_queued;    /* a wake is in the thread-safe function's queue */
+
+#define WAKE ((void *)1) /* queue item: deliver the notices; odd, unlike ids << 1 */
 
 typedef struct {
   const lfs_event *ev; /* lives on the waiting FUSE thread's stack */
@@ -39,6 +51,7 @@ static uint32_t next_id;
 static pthread_rwlock_t tsfn_lock = PTHREAD_RWLOCK_INITIALIZER;
 static napi_threadsafe_function tsfn;
 static int accepting;
+static napi_ref dispatcher_ref; /* for lfs_notices_deliver outside call_js */
 
 static const char *type_names[] = {
     [LFS_EV_CREATE] = "create",
@@ -92,23 +105,57 @@ static void set_event(napi_env env, napi_value obj, const lfs_event *ev) {
   set_num(env, obj, "pageSize", ev->page_size);
 }
 
-/* Runs on the JavaScript thread. data is a notice tagged with bit 0, or an
- * event id shifted left by one (0: the unmounted notice). The waiting
- * thread's event is read under pending_lock, so it cannot be finished and
- * unwound meanwhile. */
+static queued_notice *take_notice(void) {
+  pthread_mutex_lock(&notice_lock);
+  queued_notice *n = notice_head;
+  if (n && !(notice_head = n->next)) notice_tail = &notice_head;
+  pthread_mutex_unlock(&notice_lock);
+  return n;
+}
+
+/* Hands every queued notice to the dispatcher, in order; returns how many. */
+static int deliver_notices(napi_env env, napi_value js_cb) {
+  napi_value obj, undefined, ignored, exc;
+  napi_get_undefined(env, &undefined);
+  int count = 0;
+  for (queued_notice *n; (n = take_notice()); count++) {
+    napi_create_object(env, &obj);
+    set_num(env, obj, "id", 0);
+    set_event(env, obj, &n->ev);
+    if (napi_call_function(env, undefined, js_cb, 1, &obj, &ignored) != napi_ok)
+      napi_get_and_clear_last_exception(env, &exc);
+    free(n);
+    atomic_fetch_sub(&notices_queued, 1);
+  }
+  return count;
+}
+
+int lfs_notices_deliver(napi_env env) {
+  napi_value js_cb;
+  if (!dispatcher_ref || napi_get_reference_value(env, dispatcher_ref, &js_cb) != napi_ok || !js_cb) return 0;
+  return deliver_notices(env, js_cb);
+}
+
+void lfs_notices_polling(int on) { atomic_store(&js_polling, on); }
+
+/* Runs on the JavaScript thread. data is WAKE, an event id shifted left by
+ * one, or NULL (the unmounted notice). Queued notices go first. The
+ * waiting thread's event is read under pending_lock, so it cannot be
+ * finished and unwound meanwhile. */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  queued_notice *notice = NULL;
-  uint32_t id = 0;
-  if ((uintptr_t)data & 1) notice = (queued_notice *)((uintptr_t)data & ~(uintptr_t)1);
-  else id = (uint32_t)((uintptr_t)data >> 1);
+  uint32_t id = data == WAKE ? 0 : (uint32_t)((uintptr_t)data >> 1);
+  if (data == WAKE) atomic_store(&wake_queued, 0);
+  if (!env) { /* environment going away: nobody will answer */
+    if (id) lfs_event_reply(id, EIO);
+    return;
+  }
+  deliver_notices(env, js_cb);
+  if (data == WAKE) return;
   napi_value obj, undefined, ignored;
-  if (!env) goto done; /* environment going away: nobody will answer */
   napi_create_object(env, &obj);
   napi_get_undefined(env, &undefined);
   set_num(env, obj, "id", id);
-  if (notice) {
-    set_event(env, obj, &notice->ev);
-  } else if (id) {
+  if (id) {
     pthread_mutex_lock(&pending_lock);
     pending_event *p = pending[id % LFS_PENDING];
     if (!p || p->id != id) { /* already failed by lfs_events_stop */
@@ -123,20 +170,18 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   if (napi_call_function(env, undefined, js_cb, 1, &obj, &ignored) != napi_ok) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
-    env = NULL; /* answered below */
-  }
-done:
-  if (notice) {
-    free(notice);
-    atomic_fetch_sub(&notices_queued, 1);
-  } else if (id && !env) {
-    lfs_event_reply(id, EIO);
+    if (id) lfs_event_reply(id, EIO);
   }
 }
 
 int lfs_events_start(napi_env env, napi_value dispatcher) {
   napi_value name;
   napi_create_string_utf8(env, "litefs-fuse-events", NAPI_AUTO_LENGTH, &name);
+  if (dispatcher_ref) napi_delete_reference(env, dispatcher_ref);
+  dispatcher_ref = NULL;
+  napi_create_reference(env, dispatcher, 1, &dispatcher_ref);
+  atomic_store(&js_polling, 0);
+  atomic_store(&wake_queued, 0);
   pthread_rwlock_wrlock(&tsfn_lock);
   napi_status st = napi_create_threadsafe_function(env, dispatcher, NULL, name, 0, 1, NULL, NULL,
                                                    NULL, call_js, &tsfn);
@@ -184,9 +229,22 @@ int lfs_event_notify(const lfs_event *ev) {
   queued_notice *n = malloc(sizeof *n);
   if (!n) return lfs_event_ask(ev);
   n->ev = *ev;
-  atomic_fetch_add(&notices_queued, 1);
-  if (enqueue((void *)((uintptr_t)n | 1))) return 0;
-  atomic_fetch_sub(&notices_queued, 1);
+  n->next = NULL;
+  int ok = 0;
+  pthread_rwlock_rdlock(&tsfn_lock); /* lfs_events_stop frees the list under the write lock */
+  if (accepting) {
+    pthread_mutex_lock(&notice_lock);
+    *notice_tail = n;
+    notice_tail = &n->next;
+    atomic_fetch_add(&notices_queued, 1);
+    pthread_mutex_unlock(&notice_lock);
+    ok = 1;
+    if (!atomic_load(&js_polling) && !atomic_exchange(&wake_queued, 1) &&
+        napi_call_threadsafe_function(tsfn, WAKE, napi_tsfn_nonblocking) != napi_ok)
+      atomic_store(&wake_queued, 0);
+  }
+  pthread_rwlock_unlock(&tsfn_lock);
+  if (ok) return 0;
   free(n);
   return -EIO;
 }
@@ -201,6 +259,10 @@ void lfs_events_stop(void) {
   if (accepting) {
     accepting = 0;
     napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+  }
+  for (queued_notice *n; (n = take_notice());) { /* their frames stay in the WAL: recovery */
+    free(n);
+    atomic_fetch_sub(&notices_queued, 1);
   }
   pthread_rwlock_unlock(&tsfn_lock);
   pthread_mutex_lock(&pending_lock);

@@ -102,6 +102,10 @@ int lfs_event_ask(const lfs_event *ev); /* 0 or -errno */
  * writers rather than letting the queue grow. */
 int lfs_event_notify(const lfs_event *ev);
 int lfs_notices_queued(void);
+/* On the JavaScript thread: hands the queued notices to the dispatcher now
+ * (returns how many), and says whether JavaScript polls for them. */
+int lfs_notices_deliver(napi_env env);
+void lfs_notices_polling(int on);
 void lfs_event_notify_unmounted(void);  /* no answer awaited */
 int lfs_event_reply(uint32_t id, int err);
 void lfs_events_stop(void);

@@ -101,7 +101,8 @@ export const fileControl: FileControl = {
     return native().pendingNotices();
   },
   async settled(timeoutMs = 5000) {
-    // Notices are handled on this thread between turns of the event loop.
+    native().deliverNotices(); // their handlers do not wait: handled when this returns
+    // One still being handled lower on this thread's stack finishes between turns of the event loop.
     const deadline = Date.now() + timeoutMs;
     while (native().pendingNotices() > 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
   },
@@ -125,6 +126,9 @@ function toEvent(raw: RawEvent): FuseEvent {
 }
 
 let current: FuseMount | undefined;
+
+/** How often JavaScript looks for commit notices while they keep coming (replication lag grows by up to this). */
+const NOTICE_POLL_MS = 1;
 
 /** One mounted directory. The process serves at most one at a time. */
 export class FuseMount extends EventEmitter implements FileControl {
@@ -150,8 +154,29 @@ export class FuseMount extends EventEmitter implements FileControl {
     }
   }
 
+  private pollTimer?: NodeJS.Timeout;
+
+  /**
+   * Commit notices are coming: look for more every NOTICE_POLL_MS rather
+   * than be woken for each (native/events.c says why); when a look finds
+   * none, ask to be woken again.
+   */
+  private pollForNotices(): void {
+    if (this.pollTimer || !this.mounted) return;
+    native().pollNotices(true);
+    this.pollTimer = setTimeout(this.pollNotices, NOTICE_POLL_MS);
+  }
+
+  private readonly pollNotices = (): void => {
+    this.pollTimer = undefined;
+    if (!this.mounted || native().deliverNotices() > 0) return; // each notice polls again
+    native().pollNotices(false);
+    native().deliverNotices(); // one queued before the switch found us polling
+  };
+
   /** Called by the addon on the JavaScript thread for each event. */
   dispatch(raw: RawEvent): void {
+    if (raw.id === 0 && raw.type !== 'unmounted') this.pollForNotices();
     if (raw.type === 'unmounted') {
       if (this.mounted) this.unmount();
       this.emit('unmounted');
@@ -216,6 +241,9 @@ export class FuseMount extends EventEmitter implements FileControl {
   unmount(): void {
     if (!this.mounted) return;
     this.mounted = false;
+    clearTimeout(this.pollTimer);
+    this.pollTimer = undefined;
+    native().pollNotices(false);
     if (this.signalHandler) {
       process.removeListener('SIGINT', this.signalHandler);
       process.removeListener('SIGTERM', this.signalHandler);

@@ -27,6 +27,10 @@ export interface NativeAddon {
   reply(id: number, errno: number): boolean;
   /** Notices queued by FUSE threads and not yet handled here. */
   pendingNotices(): number;
+  /** Hands the queued notices to the dispatcher now; how many there were. */
+  deliverNotices(): number;
+  /** true: JavaScript polls for notices, so they need not wake it; false: wake it. */
+  pollNotices(on: boolean): void;
   setFile(path: string, flags: number, pageSize: number): void;
   setVirtual(path: string, data: Buffer | null, mtimeMs: number): void;
   takeDirtyPages(path: string): Uint32Array;
