@@ -119,11 +119,14 @@ static int deliver_notices(napi_env env, napi_value js_cb) {
   napi_get_undefined(env, &undefined);
   int count = 0;
   for (queued_notice *n; (n = take_notice()); count++) {
+    napi_handle_scope scope; /* up to LFS_NOTICES_MAX at once: free each one's values */
+    napi_open_handle_scope(env, &scope);
     napi_create_object(env, &obj);
     set_num(env, obj, "id", 0);
     set_event(env, obj, &n->ev);
     if (napi_call_function(env, undefined, js_cb, 1, &obj, &ignored) != napi_ok)
       napi_get_and_clear_last_exception(env, &exc);
+    napi_close_handle_scope(env, scope);
     free(n);
     atomic_fetch_sub(&notices_queued, 1);
   }
