@@ -22,6 +22,8 @@ describe('litefs mount: a single-node primary', () => {
     const cfg = writeConfig(dirs.root, { mnt: dirs.mnt, data: dirs.data });
     const node = await MountProcess.start(cfg, dirs.mnt);
     try {
+      // start() returns once HTTP listens; the role is logged when the lease is taken, just after.
+      for (let i = 0; i < 100 && !/role role=primary/.test(node.output); i++) await sleep(50);
       for (const re of [/config file read path=\S+litefs-mnt\.yml/, /mounted dir=\S+\/mnt/, /data directory dir=\S+\/data/, /role role=primary/, /http server listening addr=http:\/\/127\.0\.0\.1:\d+/]) {
         assert.match(node.output, re);
       }
