@@ -195,16 +195,13 @@ export class DB extends EventEmitter {
     const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
     const scan = scanWalFrames(header, bytes.subarray(0, n), firstFrame, this.wal.seed);
     const endFrame = (end - WAL_HEADER_SIZE) / frameSize;
-    const recorded: Position[] = [this.position];
+    const before = this.position;
     try {
       this.log.batch(() => {
-        for (const tx of scan.transactions) {
-          this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
-          recorded.push(this.position);
-        }
+        for (const tx of scan.transactions) this.recordWalTransaction(tx, header.pageSize, header.salt1, header.salt2);
       });
     } catch (err) {
-      this.forgetUnlogged(recorded, err as Error);
+      this.forgetUnlogged(before, err as Error);
       throw err;
     }
     this.wal.frameEnd = WAL_HEADER_SIZE + scan.committedFrameEnd * frameSize;
@@ -321,7 +318,7 @@ export class DB extends EventEmitter {
     try {
       this.log.append(tx);
     } catch (err) {
-      this.forgetUnlogged([before], err as Error);
+      this.forgetUnlogged(before, err as Error);
       throw err;
     }
     this.remember(tx.maxTxid, tx.postApplyChecksum);
@@ -334,13 +331,15 @@ export class DB extends EventEmitter {
 
   /**
    * A commit could not be written to the log: the position goes back to the
-   * last one logged (among `recorded`, the positions since the last logged
-   * one) and the database is in doubt, so its next commit first records the
-   * files' whole state (repair), since the page checksums were advanced.
+   * last one logged (`before`, or a later one the log took before failing,
+   * found among the recent positions) and the database is in doubt, so its
+   * next commit first records the files' whole state (repair), since the
+   * page checksums were advanced.
    */
-  private forgetUnlogged(recorded: Position[], err: Error): void {
+  private forgetUnlogged(before: Position, err: Error): void {
     const logged = this.log.last?.maxTxid ?? 0;
-    const at = recorded.find((p) => p.txid === logged) ?? recorded[0]!;
+    let at = before;
+    for (const [checksum, txid] of this.recent) if (txid === logged && txid > before.txid) at = { txid, checksum };
     for (const [checksum, txid] of this.recent) if (txid > at.txid) this.recent.delete(checksum);
     this.txid = at.txid;
     this.checksums = undefined;

@@ -226,7 +226,7 @@ export class TransactionLog {
     }
   }
 
-  /** Appends one transaction file with one write (durable at the next sync()). */
+  /** Appends one transaction file, written at once or at the end of the batch (durable at the next sync()). */
   append(tx: TransactionFile): LogEntry {
     return this.appendEncoded(encodeTransaction(tx, { compress: this.compress }), tx);
   }
@@ -242,21 +242,13 @@ export class TransactionLog {
       this.openSegment(tx.minTxid);
     }
     const offset = this.size;
-    if (this.batching > 0) {
-      if (this.pending.length === 0) this.pendingFrom = offset;
-      this.pending.push(bytes);
-    } else {
-      try {
-        fs.writeSync(this.fd!, bytes, 0, bytes.length, offset);
-      } catch (err) {
-        fs.ftruncateSync(this.fd!, offset); // never leave half a record
-        throw err;
-      }
-    }
+    if (this.pending.length === 0) this.pendingFrom = offset;
+    this.pending.push(bytes);
     this.size += bytes.length;
     this.unsynced.add(this.fd!);
     const entry = { segment: this.segment!, offset, length: bytes.length, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp };
     this.entries.push(entry);
+    if (this.batching === 0) this.flush(); // outside a batch, a batch of one
     return entry;
   }
 
