@@ -6,6 +6,8 @@
 //     as a snapshot plus BENCH_SEGMENTS (default 10000) segment uploads,
 //     then `litefs restore` of the latest point, timed end to end (goal:
 //     >= 200 MB/s of database restored).
+// BENCH_KEEP_BUCKET=DIR keeps the bucket in DIR; a later run given the same
+// DIR skips straight to the restore (BENCH_RESTORE_RUNS times, default 1).
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,7 +25,9 @@ const dbMiB = Number(process.env.BENCH_DB_MIB ?? 1024);
 const segments = Number(process.env.BENCH_SEGMENTS ?? 10_000);
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-bench-backup-'));
 // The bucket lives in memory: S3 is another machine, whose disk writes are not the primary's.
-const bucketDir = fs.mkdtempSync('/dev/shm/litefs-bench-s3-');
+const keptBucket = process.env.BENCH_KEEP_BUCKET;
+const bucketDir = keptBucket ? (fs.mkdirSync(keptBucket, { recursive: true }), keptBucket) : fs.mkdtempSync('/dev/shm/litefs-bench-s3-');
+const restoreRuns = Number(process.env.BENCH_RESTORE_RUNS ?? 1);
 const s3 = await startS3rver({ dir: bucketDir });
 // S3 is a remote service: its CPU is not the primary's. s3rver shares this
 // machine's two cores, so it runs at the lowest priority (BENCH_S3_NICE=0 to compare).
@@ -55,7 +59,8 @@ async function waitUploaded(url: string, db: string): Promise<void> {
   }
 }
 
-try {
+/** Part 1, then part 2 from building the database on. */
+async function fullRun(): Promise<void> {
   // ---- 1. commit rate, backup on vs off ------------------------------------
   const off = await node('off', '');
   const on = await node('on', backupYaml(s3.endpoint, s3.bucket, 'commit', '  sync-interval: 1s\n'));
@@ -113,18 +118,36 @@ try {
   console.log(`${fmt(uploaded)} segment uploads in ${((Date.now() - started) / 1000).toFixed(0)} s of small commits; after compaction the bucket holds ${keys.filter((k) => k.endsWith('.snapshot.lz4')).length} snapshot(s) and ${fmt(keys.filter((k) => k.endsWith('.seg.lz4')).length)} segment objects`);
   await big.proc.stop();
 
+  for (let i = 0; i < restoreRuns; i++) await timeRestore(big.config);
+}
+
+/** Times `litefs restore` of the latest point of big.db, as a user runs it. */
+async function timeRestore(config: string): Promise<void> {
   const out = path.join(root, 'restored.db');
-  started = Date.now();
-  const r = await litefs(['restore', '-config', big.config, '-o', out, 'big.db']);
+  const started = Date.now();
+  const r = await litefs(['restore', '-config', config, '-o', out, 'big.db']);
   const secs = (Date.now() - started) / 1000;
   if (r.code !== 0) throw new Error(`restore failed: ${r.stderr}`);
   const mb = fs.statSync(out).size / 1e6;
   const rate = mb / secs;
   console.log(r.stdout.trim());
   console.log(`restore: ${fmt(mb)} MB in ${secs.toFixed(2)} s = ${fmt(rate)} MB/s (goal >= 200: ${rate >= 200 ? 'met' : 'NOT met'})`);
+  fs.rmSync(out, { force: true });
+}
+
+try {
+  if (keptBucket && (await s3.listKeys('restore/')).some((k) => k.endsWith('.snapshot.lz4'))) {
+    console.log(`bench/backup: restoring from the kept bucket in ${keptBucket}`);
+    const dir = path.join(root, 'big');
+    fs.mkdirSync(dir, { recursive: true });
+    const config = writeConfig(dir, { mnt: path.join(dir, 'mnt'), data: path.join(dir, 'data'), extra: backupYaml(s3.endpoint, s3.bucket, 'restore') });
+    for (let i = 0; i < restoreRuns; i++) await timeRestore(config);
+  } else {
+    await fullRun();
+  }
 } finally {
   for (const p of nodes) await p.stop().catch(() => undefined);
-  await s3.destroy();
-  fs.rmSync(bucketDir, { recursive: true, force: true });
+  await s3.stop();
+  if (!keptBucket) fs.rmSync(bucketDir, { recursive: true, force: true });
   fs.rmSync(root, { recursive: true, force: true });
 }

@@ -5,7 +5,7 @@
 //     lz4 bodies, back to back, chained by their checksums;
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
-import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
+import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
 import { snapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
@@ -33,7 +33,7 @@ export function encodeSegmentObject(db: string, files: SegmentFile[], timestamp 
 }
 
 /** The snapshot object of an image, as its SNAPSHOT records (lz4). */
-export function encodeSnapshotObject(db: string, image: SnapshotImage): Buffer {
+export function encodeSnapshotObject(db: string, image: Omit<SnapshotImage, 'via'>): Buffer {
   return Buffer.concat([...snapshotRecords(db, image, true)]);
 }
 
@@ -103,15 +103,20 @@ export function segmentObjectFiles(label: string, db: string, name: ParsedObject
 /** Where a snapshot object's pages go, chunk by chunk, as they are verified. */
 export type PageSink = (firstPgno: number, pages: Buffer, first: StreamRecord) => void | Promise<void>;
 
+/** SNAPSHOT chunks decompressing on libuv's pool at once, while the download goes on. */
+const DECODES_AHEAD = 4;
+
 /**
  * Reads a snapshot object pushed in pieces (a download in flight): checks
  * every record's CRC and the chunks' order, hands each chunk's pages to the
- * sink, and at the end checks that the pages' checksum is the snapshot's.
+ * sink in order, and at the end checks that the pages' checksum is the
+ * snapshot's. Chunks decompress a few at a time off the JavaScript thread.
  */
 export class SnapshotObjectReader {
   private readonly reader = new RecordReader();
   private assembler?: SnapshotAssembler;
   private first?: StreamRecord;
+  private readonly decoding: { record: StreamRecord; pages: Promise<Buffer> }[] = [];
 
   constructor(
     private readonly label: string,
@@ -130,33 +135,47 @@ export class SnapshotObjectReader {
   }
 
   async push(chunk: Buffer): Promise<void> {
-    try {
+    await this.named(async () => {
       this.reader.push(chunk);
       for (let r = this.reader.next(); r; r = this.reader.next()) {
         if (r.type !== RecordType.Snapshot) this.fail(`holds a record of type ${r.type}, not a SNAPSHOT`);
-        if (!this.assembler) {
+        if (!this.first) {
           if (r.name !== this.db) this.fail(`holds database "${r.name}", not "${this.db}"`);
           if (r.maxTxid !== this.name.maxTxid) this.fail(`is a snapshot at TXID ${r.maxTxid}, its name says ${this.name.maxTxid}`);
-          this.assembler = new SnapshotAssembler(r);
           this.first = r;
         }
-        const pages = decodeSnapshotChunk(r);
-        this.assembler.add(r, pages);
-        await this.sink(r.firstPgno, pages, this.first!);
+        const pages = decodeSnapshotChunkAsync(r);
+        pages.catch(() => {}); // observed in its turn; a failure before it must not count as unhandled
+        this.decoding.push({ record: r, pages });
+        if (this.decoding.length >= DECODES_AHEAD) await this.deliverOne();
       }
-    } catch (err) {
-      if (err instanceof StreamError) this.fail(err.message);
-      throw err;
-    }
+    });
   }
 
   /** After the last byte: the object must have ended on its LAST chunk with the right checksum. */
-  finish(): StreamRecord {
-    try {
+  async finish(): Promise<StreamRecord> {
+    return this.named(async () => {
       this.reader.end();
+      while (this.decoding.length > 0) await this.deliverOne();
       if (!this.assembler) this.fail('is empty');
       this.assembler.finish(); // throws if the object ended before its LAST chunk or the checksum differs
       return this.first!;
+    });
+  }
+
+  /** The oldest chunk in decoding, checked in order and handed to the sink. */
+  private async deliverOne(): Promise<void> {
+    const { record, pages } = this.decoding.shift()!;
+    const bytes = await pages;
+    this.assembler ??= new SnapshotAssembler(record);
+    this.assembler.add(record, bytes);
+    await this.sink(record.firstPgno, bytes, this.first!);
+  }
+
+  /** Stream errors become errors naming the object. */
+  private async named<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
     } catch (err) {
       if (err instanceof StreamError) this.fail(err.message);
       throw err;

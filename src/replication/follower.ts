@@ -12,7 +12,7 @@ import type { FileControl } from '../fuse/index.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/types.js';
-import { writeFully } from '../store/apply.js';
+import { writeAt } from '../store/apply.js';
 import { formatPosition, PageChecksums } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';
 import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
@@ -46,6 +46,8 @@ interface IncomingSnapshot {
   first: StreamRecord;
   started: number;
   bytes: number;
+  /** The previous chunk's write, on libuv's pool while the next chunk arrives and is checked. */
+  writing: Promise<void>;
 }
 
 export class Follower extends EventEmitter {
@@ -255,14 +257,17 @@ export class Follower extends EventEmitter {
     if (!s) {
       fs.mkdirSync(this.opts.scratchDir, { recursive: true });
       const file = path.join(this.opts.scratchDir, `snapshot-${process.pid}-${Date.now()}.db`);
-      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), checksums: new PageChecksums(r.pageSize), first: r, started: Date.now(), bytes: 0 };
+      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), checksums: new PageChecksums(r.pageSize), first: r, started: Date.now(), bytes: 0, writing: Promise.resolve() };
       this.snapshot = s;
     }
     s.assembler.add(r, pages);
     s.checksums.setPages(r.firstPgno, pages);
-    writeFully(s.fd, pages, (r.firstPgno - 1) * r.pageSize);
+    await s.writing; // one write in flight: what is held stays bounded
+    s.writing = writeAt(s.fd, pages, (r.firstPgno - 1) * r.pageSize);
+    s.writing.catch(() => {}); // awaited with the next chunk or at the end
     s.bytes += pages.length;
     if (!s.assembler.done) return;
+    await s.writing;
     s.assembler.finish();
     fs.ftruncateSync(s.fd, s.first.commitSize * s.first.pageSize); // a lock page at the end is a hole
     fs.closeSync(s.fd);
@@ -281,7 +286,9 @@ export class Follower extends EventEmitter {
     const s = this.snapshot;
     if (!s) return;
     this.snapshot = undefined;
-    if (s.fd >= 0) fs.closeSync(s.fd);
+    const fd = s.fd;
+    // Closed once its last write is done: closing under it would let the fd's number be reused mid-write.
+    if (fd >= 0) void s.writing.catch(() => {}).finally(() => fs.closeSync(fd));
     fs.rmSync(s.file, { force: true });
   }
 

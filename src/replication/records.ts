@@ -6,7 +6,7 @@
 // are in, before its lengths size anything, so a corrupt or hostile stream
 // yields a StreamError, never a huge allocation or another exception.
 
-import { compressSync, uncompressSync } from 'lz4-napi';
+import { compressSync, uncompress, uncompressSync } from 'lz4-napi';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, crc64, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
@@ -478,22 +478,46 @@ function checkLz4Prefix(payload: Buffer, expected: number, fail: Fail): void {
 
 /** The chunk's raw pages (decompressed when lz4), exactly pageCount × pageSize bytes. */
 export function decodeSnapshotChunk(r: StreamRecord): Buffer {
-  const fail: Fail = failFor(r);
-  if (r.type !== RecordType.Snapshot) fail('not a SNAPSHOT record');
-  const expected = r.pageCount * r.pageSize;
-  if ((r.flags & RecordFlag.lz4) === 0) {
-    if (r.payload.length !== expected) fail(`payload of ${r.payload.length} bytes, the chunk's pages are ${expected}`);
-    return r.payload;
-  }
-  checkLz4Prefix(r.payload, expected, fail);
+  const chunk = snapshotChunkPayload(r);
+  if (!chunk.compressed) return r.payload;
   let pages: Buffer;
   try {
     pages = uncompressSync(r.payload);
   } catch (err) {
-    fail(`lz4 payload corrupt: ${(err as Error).message}`);
+    return chunk.fail(`lz4 payload corrupt: ${(err as Error).message}`);
   }
-  if (pages.length !== expected) fail(`lz4 payload corrupt: decompressed to ${pages.length} bytes, expected ${expected}`);
-  return pages;
+  return chunk.checked(pages);
+}
+
+/** decodeSnapshotChunk with the lz4 work on libuv's pool: a reader can go on receiving meanwhile. */
+export async function decodeSnapshotChunkAsync(r: StreamRecord): Promise<Buffer> {
+  const chunk = snapshotChunkPayload(r);
+  if (!chunk.compressed) return r.payload;
+  let pages: Buffer;
+  try {
+    pages = await uncompress(r.payload);
+  } catch (err) {
+    return chunk.fail(`lz4 payload corrupt: ${(err as Error).message}`);
+  }
+  return chunk.checked(pages);
+}
+
+/** A SNAPSHOT record's payload checked before lz4 sees it, and the check of what lz4 made of it. */
+function snapshotChunkPayload(r: StreamRecord): { compressed: boolean; fail: Fail; checked(pages: Buffer): Buffer } {
+  const fail: Fail = failFor(r);
+  if (r.type !== RecordType.Snapshot) fail('not a SNAPSHOT record');
+  const expected = r.pageCount * r.pageSize;
+  const compressed = (r.flags & RecordFlag.lz4) !== 0;
+  if (!compressed && r.payload.length !== expected) fail(`payload of ${r.payload.length} bytes, the chunk's pages are ${expected}`);
+  if (compressed) checkLz4Prefix(r.payload, expected, fail);
+  return {
+    compressed,
+    fail,
+    checked(pages) {
+      if (pages.length !== expected) fail(`lz4 payload corrupt: decompressed to ${pages.length} bytes, expected ${expected}`);
+      return pages;
+    },
+  };
 }
 
 /**

@@ -254,7 +254,7 @@ class Subscriber {
     for (const record of snapshotRecords(db.name, image, this.opts.compress)) await this.write(record);
     this.sent.set(db.name, image.txid);
     this.opts.log.info(
-      { db: db.name, replica: this.replica, reason: why, replicaPosition: formatPosition(at.txid, at.checksum), txid: image.txid, bytes: image.bytes.length, ms: Date.now() - started },
+      { db: db.name, replica: this.replica, reason: why, replicaPosition: formatPosition(at.txid, at.checksum), txid: image.txid, bytes: image.bytes.length, via: image.via, ms: Date.now() - started },
       'sent a snapshot',
     );
   }

@@ -200,6 +200,24 @@ export class DatabaseWriter {
   }
 }
 
+/** writeFully on libuv's pool. */
+export async function writeAt(fd: number, buf: Buffer, offset: number): Promise<void> {
+  for (let done = 0; done < buf.length; ) {
+    done += await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, offset + done, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+}
+
 export function writeFully(fd: number, buf: Buffer, offset: number): void {
   for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, offset + done);
+}
+
+/** Renames `from` to `to`; false when they are on different file systems (the caller copies instead). */
+export function moveFile(from: string, to: string): boolean {
+  try {
+    fs.renameSync(from, to);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EXDEV') return false;
+    throw err;
+  }
 }

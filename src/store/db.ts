@@ -13,7 +13,8 @@ import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.j
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
-import { DatabaseWriter } from './apply.js';
+import { DatabaseWriter, moveFile } from './apply.js';
+import { readImageUnderLocks, type DatabaseImage } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
 
@@ -131,6 +132,16 @@ export class DB extends EventEmitter {
   txidOfChecksum(checksum: bigint): number | undefined {
     if (checksum === this.position.checksum) return this.txid;
     return this.recent.get(checksum);
+  }
+
+  /**
+   * The database's bytes as SQLite would read them now, straight from the
+   * backing files under SQLite's own locks (image-read.ts); undefined when
+   * the locks were not granted in time or there is no mount to take them through.
+   */
+  readImage(timeoutMs: number): Promise<DatabaseImage | undefined> {
+    if (!this.ctx.mountDir) return Promise.resolve(undefined);
+    return readImageUnderLocks(path.join(this.ctx.mountDir, this.name), this.file, timeoutMs);
   }
 
   private remember(txid: number, checksum: bigint): void {
@@ -454,14 +465,16 @@ export class DB extends EventEmitter {
   /** Replaces the whole database with a snapshot image (a file beside the mount, already verified). */
   async applySnapshot(image: string, at: SnapshotPosition, checksums: PageChecksums): Promise<void> {
     const writer = this.writerFor();
+    const head = Buffer.alloc(20);
+    const fd = fs.openSync(image, 'r');
+    fs.readSync(fd, head, 0, 20, 0);
+    fs.closeSync(fd);
+    const walAfter = head[18] === 2 && head[19] === 2;
+    // A database this replica does not have yet (replicas create no files): no one can have it open, so the image is moved into place, not copied.
+    const moved = !fs.existsSync(this.file) && moveFile(image, this.file);
     await writer.exclusive(writer.walMode(), async () => {
-      const head = Buffer.alloc(20);
-      const fd = fs.openSync(image, 'r');
-      fs.readSync(fd, head, 0, 20, 0);
-      fs.closeSync(fd);
-      const walAfter = head[18] === 2 && head[19] === 2;
       if (walAfter) await writer.prepareWal();
-      await writer.replaceFrom(image);
+      if (!moved) await writer.replaceFrom(image);
       writer.finishWalState(walAfter, at.commitSize, at.pageSize);
       this.log.reset(at);
       this.checksums = checksums;
@@ -583,3 +596,4 @@ export class DB extends EventEmitter {
     return undefined;
   }
 }
+
