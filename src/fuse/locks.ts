@@ -14,6 +14,19 @@ export function lockRange(fd: number, kind: LockKind, start: number, length: num
   return native().lock(fd, kindCode[kind], start, length, wait);
 }
 
+/**
+ * Tries the lock every 2 ms until it is granted (true) or `deadline` (ms
+ * since the epoch) passes (false): a lock that waited inside fcntl would
+ * hold one of libuv's few pool threads, and could not give up.
+ */
+export async function lockBefore(fd: number, kind: 'read' | 'write', start: number, length: number, deadline: number): Promise<boolean> {
+  for (;;) {
+    if (await lockRange(fd, kind, start, length, false)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 /** One open file through the mount whose fd carries the daemon's locks. */
 export class MountedFileLock {
   private constructor(

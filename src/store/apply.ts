@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
-import { lockRange } from '../fuse/locks.js';
+import { lockBefore, lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
 import type { FileControl } from '../fuse/index.js';
 
@@ -87,9 +87,7 @@ export class DatabaseWriter {
     await this.openDb();
     const target = walMode ? await this.openShm() : this.db!;
     const start = walMode ? WAL_WRITE_LOCK : RESERVED_BYTE;
-    const deadline = Date.now() + timeoutMs;
-    let locked = false;
-    while (!(locked = await lockRange(target.fd, 'write', start, 1, false)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    const locked = await lockBefore(target.fd, 'write', start, 1, Date.now() + timeoutMs);
     try {
       fn();
     } finally {

@@ -18,7 +18,7 @@
 // bytes, well under a second per GiB); WAL-mode writers never wait.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { lockRange, type LockKind } from '../fuse/locks.js';
+import { lockBefore, lockRange } from '../fuse/locks.js';
 import { PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { WAL_CKPT_LOCK } from '../sqlite/shm.js';
 import { readDatabaseHeader, scanWal, walPages } from './pages.js';
@@ -44,8 +44,8 @@ export async function readImageUnderLocks(mountedPath: string, backingPath: stri
     const db = await fsp.open(mountedPath, 'r+');
     handles.push(db);
     // SQLite's way to SHARED: PENDING (read) first, so a writer waiting for EXCLUSIVE is not starved, then the SHARED range.
-    if (!(await acquire(db.fd, 'read', PENDING_BYTE, 1, deadline))) return undefined;
-    const shared = await acquire(db.fd, 'read', SHARED_FIRST, SHARED_SIZE, deadline);
+    if (!(await lockBefore(db.fd, 'read', PENDING_BYTE, 1, deadline))) return undefined;
+    const shared = await lockBefore(db.fd, 'read', SHARED_FIRST, SHARED_SIZE, deadline);
     await lockRange(db.fd, 'unlock', PENDING_BYTE, 1, false);
     if (!shared) return undefined;
 
@@ -61,7 +61,7 @@ export async function readImageUnderLocks(mountedPath: string, backingPath: stri
       if (!fs.existsSync(shmPath)) fs.closeSync(fs.openSync(shmPath, 'a', 0o644)); // created beside the mount, as a replica's writer does
       const shm = await fsp.open(mountedPath + '-shm', 'r+');
       handles.push(shm);
-      if (!(await acquire(shm.fd, 'write', WAL_CKPT_LOCK, 1, deadline))) return undefined;
+      if (!(await lockBefore(shm.fd, 'write', WAL_CKPT_LOCK, 1, deadline))) return undefined;
       const scan = scanWal(backingPath + '-wal', pageSize);
       for (const tx of scan?.transactions ?? []) {
         walOverlay ??= new Map();
@@ -84,14 +84,5 @@ export async function readImageUnderLocks(mountedPath: string, backingPath: stri
   } finally {
     // Closing a descriptor drops every lock it holds.
     for (const h of handles.reverse()) await h.close().catch(() => undefined);
-  }
-}
-
-/** Tries the lock until it is granted or the deadline passes (a waiting lock would hold one of libuv's few pool threads). */
-async function acquire(fd: number, kind: LockKind, start: number, length: number, deadline: number): Promise<boolean> {
-  for (;;) {
-    if (await lockRange(fd, kind, start, length, false)) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 1));
   }
 }
