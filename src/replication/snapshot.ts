@@ -44,7 +44,7 @@ export async function takeSnapshot(db: DB, mountedPath: string): Promise<Snapsho
   let last = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const direct = attempt < ATTEMPTS - 1 ? await db.readImage(LOCK_WAIT_MS) : undefined;
-    const bytes = direct?.bytes ?? (await exportDatabase(mountedPath));
+    const bytes = direct ?? (await exportDatabase(mountedPath));
     if (bytes.length < 100) throw new Error(`snapshot of ${db.name}: the database is empty`);
     const pageSize = decodePageSize(bytes.readUInt16BE(16));
     if (!isValidPageSize(pageSize) || bytes.length % pageSize !== 0) throw new Error(`snapshot of ${db.name}: ${bytes.length} bytes are not whole pages of ${pageSize}`);

@@ -107,18 +107,12 @@ export class DatabaseWriter {
   }
 
   private async openDb(): Promise<void> {
-    if (this.db) return;
-    if (!fs.existsSync(this.backingPath)) fs.closeSync(fs.openSync(this.backingPath, 'a', 0o644));
-    this.db = await fsp.open(this.mountedPath, 'r+');
+    this.db ??= await openThroughMount(this.mountedPath, this.backingPath);
   }
 
   /** The -shm through the mount, created beside it first if no reader made one yet. */
   private async openShm(): Promise<fsp.FileHandle> {
-    if (!this.shm) {
-      const backing = this.backingPath + '-shm';
-      if (!fs.existsSync(backing)) fs.closeSync(fs.openSync(backing, 'a', 0o644));
-      this.shm = await fsp.open(this.mountedPath + '-shm', 'r+');
-    }
+    this.shm ??= await openThroughMount(this.mountedPath + '-shm', this.backingPath + '-shm');
     return this.shm;
   }
 
@@ -196,6 +190,16 @@ export class DatabaseWriter {
     this.db = this.shm = undefined;
     this.size = -1;
   }
+}
+
+/**
+ * Opens a file through the mount for reading and writing (fcntl write locks
+ * need that), creating it empty beside the mount first when it is missing:
+ * a create through the mount would ask the JavaScript thread, busy here.
+ */
+export async function openThroughMount(mountedPath: string, backingPath: string): Promise<fsp.FileHandle> {
+  if (!fs.existsSync(backingPath)) fs.closeSync(fs.openSync(backingPath, 'a', 0o644));
+  return fsp.open(mountedPath, 'r+');
 }
 
 /** writeFully on libuv's pool. */

@@ -14,7 +14,7 @@ import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
 import { DatabaseWriter, moveFile } from './apply.js';
-import { readImageUnderLocks, type DatabaseImage } from './image-read.js';
+import { readImageUnderLocks } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
 
@@ -139,7 +139,7 @@ export class DB extends EventEmitter {
    * backing files under SQLite's own locks (image-read.ts); undefined when
    * the locks were not granted in time or there is no mount to take them through.
    */
-  readImage(timeoutMs: number): Promise<DatabaseImage | undefined> {
+  readImage(timeoutMs: number): Promise<Buffer | undefined> {
     if (!this.ctx.mountDir) return Promise.resolve(undefined);
     return readImageUnderLocks(path.join(this.ctx.mountDir, this.name), this.file, timeoutMs);
   }
@@ -596,4 +596,3 @@ export class DB extends EventEmitter {
     return undefined;
   }
 }
-

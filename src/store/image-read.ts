@@ -16,18 +16,12 @@
 // FUSE round trip per page): the backing file is read in large slices from
 // the page cache. Rollback-mode writers wait for the read (the copy of the
 // bytes, well under a second per GiB); WAL-mode writers never wait.
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { lockBefore, lockRange } from '../fuse/locks.js';
-import { PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { isWalModeHeader, parseDbHeader, PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { WAL_CKPT_LOCK } from '../sqlite/shm.js';
+import { openThroughMount } from './apply.js';
 import { readDatabaseHeader, scanWal, walPages } from './pages.js';
-
-export interface DatabaseImage {
-  bytes: Buffer;
-  pageSize: number;
-  commitSize: number;
-}
 
 /** Bytes per read of the backing file: large enough to cost little per call, small enough not to hold the pool. */
 const READ_SLICE = 16 * 1024 * 1024;
@@ -37,7 +31,7 @@ const READ_SLICE = 16 * 1024 * 1024;
  * not granted within `timeoutMs` (a long write transaction) or the files hold
  * no database: the caller then lets SQLite read it through the mount.
  */
-export async function readImageUnderLocks(mountedPath: string, backingPath: string, timeoutMs: number): Promise<DatabaseImage | undefined> {
+export async function readImageUnderLocks(mountedPath: string, backingPath: string, timeoutMs: number): Promise<Buffer | undefined> {
   const deadline = Date.now() + timeoutMs;
   const handles: fsp.FileHandle[] = [];
   try {
@@ -56,10 +50,8 @@ export async function readImageUnderLocks(mountedPath: string, backingPath: stri
     const { pageSize } = header;
     let commitSize = header.pageCount;
     let walOverlay: Map<number, Buffer> | undefined;
-    if (header.head[18] === 2 && header.head[19] === 2) {
-      const shmPath = backingPath + '-shm';
-      if (!fs.existsSync(shmPath)) fs.closeSync(fs.openSync(shmPath, 'a', 0o644)); // created beside the mount, as a replica's writer does
-      const shm = await fsp.open(mountedPath + '-shm', 'r+');
+    if (isWalModeHeader(parseDbHeader(header.head))) {
+      const shm = await openThroughMount(mountedPath + '-shm', backingPath + '-shm');
       handles.push(shm);
       if (!(await lockBefore(shm.fd, 'write', WAL_CKPT_LOCK, 1, deadline))) return undefined;
       const scan = scanWal(backingPath + '-wal', pageSize);
@@ -80,7 +72,7 @@ export async function readImageUnderLocks(mountedPath: string, backingPath: stri
       pos += bytesRead;
     }
     for (const [pgno, data] of walOverlay ?? []) if (pgno <= commitSize) data.copy(bytes, (pgno - 1) * pageSize);
-    return { bytes, pageSize, commitSize };
+    return bytes;
   } finally {
     // Closing a descriptor drops every lock it holds.
     for (const h of handles.reverse()) await h.close().catch(() => undefined);
