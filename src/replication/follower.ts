@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/types.js';
 import { writeAt } from '../store/apply.js';
-import { formatPosition, PageChecksums } from '../txlog/checksum.js';
+import { formatPosition } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';
 import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
 import { decodeHello } from './hello.js';
@@ -42,7 +42,6 @@ interface IncomingSnapshot {
   file: string;
   fd: number;
   assembler: SnapshotAssembler;
-  checksums: PageChecksums;
   first: StreamRecord;
   started: number;
   bytes: number;
@@ -257,11 +256,10 @@ export class Follower extends EventEmitter {
     if (!s) {
       fs.mkdirSync(this.opts.scratchDir, { recursive: true });
       const file = path.join(this.opts.scratchDir, `snapshot-${process.pid}-${Date.now()}.db`);
-      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), checksums: new PageChecksums(r.pageSize), first: r, started: Date.now(), bytes: 0, writing: Promise.resolve() };
+      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), first: r, started: Date.now(), bytes: 0, writing: Promise.resolve() };
       this.snapshot = s;
     }
     s.assembler.add(r, pages);
-    s.checksums.setPages(r.firstPgno, pages);
     await s.writing; // one write in flight: what is held stays bounded
     s.writing = writeAt(s.fd, pages, (r.firstPgno - 1) * r.pageSize);
     s.writing.catch(() => {}); // awaited with the next chunk or at the end
@@ -274,7 +272,7 @@ export class Follower extends EventEmitter {
     s.fd = -1;
     const at = { txid: s.first.maxTxid, checksum: s.first.postApplyChecksum, pageSize: s.first.pageSize, commitSize: s.first.commitSize, timestamp: s.first.timestamp };
     const db = this.opts.store.replicaDatabase(s.name);
-    await db.applySnapshot(s.file, at, s.checksums);
+    await db.applySnapshot(s.file, at, s.assembler.checksums);
     this.stats.snapshots++;
     const ms = Date.now() - s.started;
     this.opts.log.info({ db: s.name, txid: at.txid, bytes: s.bytes, ms }, 'applied a snapshot from the primary');

@@ -9,7 +9,7 @@
 import { compressSync, uncompress, uncompressSync } from 'lz4-napi';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
-import { CHECKSUM_FLAG, crc64, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
+import { CHECKSUM_FLAG, crc64, formatHex64 as hex, PageChecksums } from '../txlog/checksum.js';
 import {
   decodeTransaction, decodeTransactionHeader, transactionFileName, TX_HEADER_SIZE, TX_TRAILER_SIZE, TxFileError, verifyChain,
   type TransactionFile,
@@ -521,9 +521,10 @@ function snapshotChunkPayload(r: StreamRecord): { compressed: boolean; fail: Fai
 }
 
 /**
- * Follows one snapshot's chunks in order and computes the database checksum
- * of their pages, so the replica can trust the snapshot before it replaces
- * its database with it.
+ * Follows one snapshot's chunks in order and computes the checksum of each
+ * of their pages (one pass over the bytes), so the replica can trust the
+ * snapshot before it replaces its database with it, and then keeps the page
+ * checksums for the transactions that follow.
  */
 export class SnapshotAssembler {
   private readonly first: StreamRecord;
@@ -531,12 +532,14 @@ export class SnapshotAssembler {
   /** The highest page a chunk can hold: commitSize, or the page before it when commitSize is the lock page. */
   private readonly lastPage: number;
   private nextPgno = 1;
-  private xor = 0n;
   private sawLast = false;
+  /** The checksum of every page added so far; complete (its size the snapshot's) once finish() passed. */
+  readonly checksums: PageChecksums;
 
   constructor(first: StreamRecord) {
     if (first.type !== RecordType.Snapshot) failFor(first)('a snapshot starts with a SNAPSHOT record');
     this.first = first;
+    this.checksums = new PageChecksums(first.pageSize);
     this.lockPage = lockPageNumber(first.pageSize);
     this.lastPage = first.commitSize === this.lockPage ? first.commitSize - 1 : first.commitSize;
   }
@@ -547,7 +550,7 @@ export class SnapshotAssembler {
 
   /** The database checksum of the pages added so far. */
   get checksum(): bigint {
-    return this.xor | CHECKSUM_FLAG;
+    return this.checksums.checksum;
   }
 
   /** Checks the chunk against the ones before it (changing nothing if it fails), then folds its pages into the checksum. */
@@ -571,7 +574,7 @@ export class SnapshotAssembler {
     if (last && end !== this.lastPage) fail(`LAST chunk ends at page ${end}, the database ends at page ${this.lastPage}`);
     if (!last && end === this.lastPage) fail(`chunk reaches the database's last page ${end} without the LAST flag`);
 
-    this.xor ^= pageChecksumsXor(pages, r.pageSize, r.firstPgno, 0); // a chunk never holds the lock page
+    this.checksums.setPages(r.firstPgno, pages); // a chunk never holds the lock page
     this.nextPgno = end + 1 === this.lockPage ? end + 2 : end + 1;
     this.sawLast = last;
   }
@@ -580,6 +583,7 @@ export class SnapshotAssembler {
   finish(): void {
     const fail: Fail = failFor(this.first);
     if (!this.sawLast) fail(`snapshot ended before its LAST chunk (next page ${this.nextPgno} of ${this.lastPage})`);
+    this.checksums.truncate(this.first.commitSize); // a lock page at the end is in the size only
     if (this.checksum !== this.first.postApplyChecksum) {
       fail(`snapshot checksum ${hex(this.checksum)} differs from its post-apply checksum ${hex(this.first.postApplyChecksum)}`);
     }

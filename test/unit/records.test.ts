@@ -430,6 +430,9 @@ describe('SnapshotAssembler', () => {
       assert.ok(assembler.done);
       assert.equal(assembler.checksum, snapshotAt.postApplyChecksum);
       assembler.finish();
+      // The page checksums it kept are the ones the transactions that follow build on.
+      assert.equal(assembler.checksums.pageCount, snapshotAt.commitSize);
+      for (let pgno = 1; pgno <= 5; pgno++) assert.equal(assembler.checksums.get(pgno), pageChecksum(pgno, pages.subarray((pgno - 1) * 512, pgno * 512)));
     }
   });
 
