@@ -6,9 +6,10 @@
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
 import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
-import { snapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
+import { snapshotRecords, streamSnapshotRecords, type SnapshotImage, type SnapshotPlace } from '../replication/snapshot.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
+import type { PageChecksums } from '../txlog/checksum.js';
 
 /** An object in the bucket is corrupt, truncated or not what its key says; the message names it. */
 export class BackupObjectError extends Error {
@@ -33,8 +34,15 @@ export function encodeSegmentObject(db: string, files: SegmentFile[], timestamp 
 }
 
 /** The snapshot object of an image, as its SNAPSHOT records (lz4). */
-export function encodeSnapshotObject(db: string, image: Omit<SnapshotImage, 'via'>): Buffer {
+export function encodeSnapshotObject(db: string, image: SnapshotPlace & { bytes: Buffer }): Buffer {
   return Buffer.concat([...snapshotRecords(db, image, true)]);
+}
+
+/** encodeSnapshotObject of a snapshot read as it is encoded. */
+export async function encodeSnapshotImage(db: string, image: SnapshotImage): Promise<Buffer> {
+  const records: Buffer[] = [];
+  for await (const record of streamSnapshotRecords(db, image, true)) records.push(record);
+  return Buffer.concat(records);
 }
 
 export interface DecodedTransaction {
@@ -152,14 +160,17 @@ export class SnapshotObjectReader {
     });
   }
 
-  /** After the last byte: the object must have ended on its LAST chunk with the right checksum. */
-  async finish(): Promise<StreamRecord> {
+  /**
+   * After the last byte: the object must have ended on its LAST chunk with the right checksum.
+   * Returns the snapshot's header fields and the checksum of each of its pages.
+   */
+  async finish(): Promise<{ first: StreamRecord; checksums: PageChecksums }> {
     return this.named(async () => {
       this.reader.end();
       while (this.decoding.length > 0) await this.deliverOne();
       if (!this.assembler) this.fail('is empty');
       this.assembler.finish(); // throws if the object ended before its LAST chunk or the checksum differs
-      return this.first!;
+      return { first: this.first!, checksums: this.assembler.checksums };
     });
   }
 

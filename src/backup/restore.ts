@@ -209,18 +209,15 @@ class Restorer {
     const { store, db } = this.opts;
     const snap = this.plan.snapshot;
     const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, async (firstPgno, pages, first) => {
-      this.sums ??= new PageChecksums(first.pageSize);
-      this.sums.setPages(firstPgno, pages);
       await this.writes.add(this.file!.write(pages, 0, pages.length, (firstPgno - 1) * first.pageSize));
     });
     for await (const chunk of await store.getStream(snap.key)) {
       await reader.push(chunk);
       this.progress(chunk.length);
     }
-    const first = await reader.finish();
+    const { first, checksums } = await reader.finish();
     await this.writes.drain();
-    // The chunks skip the lock page: when it is the last page, only the size says so.
-    this.sums!.truncate(first.commitSize);
+    this.sums = checksums;
     await this.file!.truncate(first.commitSize * first.pageSize);
     this.filePages = first.commitSize;
     this.txid = snap.txid;

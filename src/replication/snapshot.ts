@@ -1,22 +1,34 @@
 // A primary's snapshot of one database: a consistent image read under
 // SQLite's own locks (so it stays whole while applications go on
 // committing), named by the TXID whose checksum it has, and cut into
-// SNAPSHOT records for the stream.
+// SNAPSHOT records for the stream as its pages are read.
 import { exportDatabase } from '../store/transfer.js';
 import type { DB } from '../store/db.js';
+import { memoryImagePages, type ImagePages } from '../store/image-read.js';
 import { decodePageSize, isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
-import { imageChecksum } from '../txlog/image.js';
+import { CHECKSUM_FLAG, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import { snapshotChunkRecord } from './records.js';
 
-export interface SnapshotImage {
-  bytes: Buffer;
+/** Where a snapshot stands: the TXID and checksum of its image, its size. */
+export interface SnapshotPlace {
   txid: number;
   checksum: bigint;
   pageSize: number;
   commitSize: number;
   timestamp: number;
+}
+
+export interface SnapshotImage extends SnapshotPlace {
+  /** The pages, read as the records go out; close() when done (it lets go of SQLite's locks). */
+  pages: ImagePages;
   /** How the image was read: straight from the backing files under SQLite's locks, or by SQLite through the mount. */
   via: 'files' | 'sqlite';
+  /**
+   * Set when the checksum is the database's position rather than computed
+   * from the pages: the records check the pages against it as they go, and
+   * call this when they differ (then throw).
+   */
+  unverified?: (actual: bigint) => void;
 }
 
 /** Pages per SNAPSHOT record: about 1 MiB of page data. */
@@ -28,53 +40,144 @@ const ATTEMPTS = 5;
  * to come in long runs. Then one chunk is tried again.
  */
 const INCOMPRESSIBLE_SKIP = 15;
+/** Bytes per read when an image is checksummed before it is sent. */
+const CHECKSUM_READ_PAGES_BYTES = 16 * 1024 * 1024;
 
 /** How long a snapshot waits for SQLite's locks before it lets SQLite read the image instead. */
 const LOCK_WAIT_MS = 2000;
 
 /**
  * A consistent image of the database and the TXID it is at: read straight
- * from the backing files under SQLite's locks (DB.readImage), or, when those
+ * from the backing files under SQLite's locks (DB.openImage), or, when those
  * are not granted in time or the image matches no recent position (a hot
- * journal not yet rolled back), by SQLite itself through the mount. A commit
- * landing between the read and the lookup can leave the image's checksum
- * unknown for a moment: then it reads again.
+ * journal not yet rolled back), by SQLite itself through the mount. An image
+ * the DB cannot name at once is read through for its checksum first; a
+ * commit landing between the read and the lookup can leave that checksum
+ * unknown for a moment: then it reads again. The caller closes image.pages.
  */
 export async function takeSnapshot(db: DB, mountedPath: string): Promise<SnapshotImage> {
   let last = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const direct = attempt < ATTEMPTS - 1 ? await db.readImage(LOCK_WAIT_MS) : undefined;
-    const bytes = direct ?? (await exportDatabase(mountedPath));
-    if (bytes.length < 100) throw new Error(`snapshot of ${db.name}: the database is empty`);
-    const pageSize = decodePageSize(bytes.readUInt16BE(16));
-    if (!isValidPageSize(pageSize) || bytes.length % pageSize !== 0) throw new Error(`snapshot of ${db.name}: ${bytes.length} bytes are not whole pages of ${pageSize}`);
-    const checksum = imageChecksum(bytes, pageSize);
-    const txid = db.txidOfChecksum(checksum);
-    if (txid !== undefined) return { bytes, txid, checksum, pageSize, commitSize: bytes.length / pageSize, timestamp: Date.now(), via: direct ? 'files' : 'sqlite' };
-    last = checksum.toString(16);
+    const direct = attempt < ATTEMPTS - 1 ? await db.openImage(LOCK_WAIT_MS) : undefined;
+    const pages = direct?.image ?? exportedImage(db.name, await exportDatabase(mountedPath));
+    const via = direct ? 'files' : 'sqlite';
+    const timestamp = Date.now();
+    const place = { pageSize: pages.pageSize, commitSize: pages.commitSize, timestamp };
+    try {
+      if (pages.commitSize < 1) throw new Error(`snapshot of ${db.name}: the database is empty`);
+      const position = direct?.position;
+      if (position) {
+        return { ...place, ...position, pages, via, unverified: (actual) => db.streamedImageDiffers(position.checksum, actual) };
+      }
+      const checksum = await checksumOf(pages);
+      const txid = db.txidOfChecksum(checksum);
+      if (txid !== undefined) return { ...place, txid, checksum, pages, via };
+      last = checksum.toString(16);
+    } catch (err) {
+      await pages.close();
+      throw err;
+    }
+    await pages.close();
   }
   throw new Error(`snapshot of ${db.name}: the image's checksum ${last} matches no recent transaction (${ATTEMPTS} reads)`);
 }
 
-/** The image as SNAPSHOT records: runs of pages that never contain the lock page, the last one flagged. */
-export function* snapshotRecords(name: string, image: Omit<SnapshotImage, 'via'>, compress: boolean): Generator<Buffer> {
-  const { pageSize, commitSize } = image;
+function exportedImage(name: string, bytes: Buffer): ImagePages {
+  if (bytes.length < 100) throw new Error(`snapshot of ${name}: the database is empty`);
+  const pageSize = decodePageSize(bytes.readUInt16BE(16));
+  if (!isValidPageSize(pageSize) || bytes.length % pageSize !== 0) throw new Error(`snapshot of ${name}: ${bytes.length} bytes are not whole pages of ${pageSize}`);
+  return memoryImagePages(bytes, pageSize);
+}
+
+/** The database checksum of an image, read in slices (one read ahead of the checksum). */
+async function checksumOf(pages: ImagePages): Promise<bigint> {
+  const perRead = Math.max(1, Math.floor(CHECKSUM_READ_PAGES_BYTES / pages.pageSize));
+  const lockPage = lockPageNumber(pages.pageSize);
+  const buffers = twoBuffers(Math.min(perRead, pages.commitSize) * pages.pageSize);
+  let xor = 0n;
+  let reading: Promise<Buffer> | undefined = pages.read(1, perRead, buffers[0]);
+  for (let first = 1, k = 1; reading; first += perRead, k++) {
+    const bytes: Buffer = await reading;
+    reading = first + perRead <= pages.commitSize ? pages.read(first + perRead, perRead, buffers[k % 2]) : undefined;
+    xor ^= pageChecksumsXor(bytes, pages.pageSize, first, lockPage);
+  }
+  return xor | CHECKSUM_FLAG;
+}
+
+/** Two buffers to read into by turns: one filling while the other is used (fresh memory for every read costs page faults and GC). */
+function twoBuffers(bytes: number): [Buffer, Buffer] {
+  return [Buffer.allocUnsafeSlow(bytes), Buffer.allocUnsafeSlow(bytes)];
+}
+
+/** The pages of each SNAPSHOT record: runs that never contain the lock page, the last one flagged. */
+function* chunkRanges(pageSize: number, commitSize: number): Generator<{ first: number; end: number; last: boolean }> {
   const perChunk = Math.max(1, Math.floor(CHUNK_BYTES / pageSize));
   const lockPage = lockPageNumber(pageSize);
-  const at = { maxTxid: image.txid, postApplyChecksum: image.checksum, pageSize, commitSize };
-  let first = 1;
-  let skip = 0;
-  while (first <= commitSize) {
+  for (let first = 1; first <= commitSize; ) {
     if (first === lockPage) first++;
     if (first > commitSize) break;
     let end = Math.min(commitSize, first + perChunk - 1); // inclusive
     if (first < lockPage && end >= lockPage) end = lockPage - 1;
-    const last = end === commitSize || (end === lockPage - 1 && lockPage === commitSize);
-    const pages = image.bytes.subarray((first - 1) * pageSize, end * pageSize);
-    const record = snapshotChunkRecord(name, at, first, pages, last, compress && skip === 0);
-    if (skip > 0) skip--;
-    else if (compress && record.length > pages.length - pages.length / 8) skip = INCOMPRESSIBLE_SKIP;
-    yield record;
+    yield { first, end, last: end === commitSize || (end === lockPage - 1 && lockPage === commitSize) };
     first = end + 1;
+  }
+}
+
+/** Encodes chunks in order, skipping lz4 for a while after it gained little (INCOMPRESSIBLE_SKIP). */
+class ChunkEncoder {
+  private skip = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly place: SnapshotPlace,
+    private readonly compress: boolean,
+  ) {}
+
+  encode(first: number, pages: Buffer, last: boolean): Buffer {
+    const at = { maxTxid: this.place.txid, postApplyChecksum: this.place.checksum, pageSize: this.place.pageSize, commitSize: this.place.commitSize };
+    const record = snapshotChunkRecord(this.name, at, first, pages, last, this.compress && this.skip === 0);
+    if (this.skip > 0) this.skip--;
+    else if (this.compress && record.length > pages.length - pages.length / 8) this.skip = INCOMPRESSIBLE_SKIP;
+    return record;
+  }
+}
+
+/** An image held in memory as SNAPSHOT records (a backup's snapshot object, test vectors). */
+export function* snapshotRecords(name: string, image: SnapshotPlace & { bytes: Buffer }, compress: boolean): Generator<Buffer> {
+  const encoder = new ChunkEncoder(name, image, compress);
+  for (const { first, end, last } of chunkRanges(image.pageSize, image.commitSize)) {
+    yield encoder.encode(first, image.bytes.subarray((first - 1) * image.pageSize, end * image.pageSize), last);
+  }
+}
+
+/**
+ * A snapshot as SNAPSHOT records, its pages read one chunk ahead of the
+ * record going out. An image named without reading it (unverified) is
+ * checked as it goes: after the last record, a checksum that differs throws.
+ */
+export async function* streamSnapshotRecords(name: string, image: SnapshotImage, compress: boolean): AsyncGenerator<Buffer> {
+  const { pageSize, pages } = image;
+  const encoder = new ChunkEncoder(name, image, compress);
+  const ranges = [...chunkRanges(pageSize, image.commitSize)];
+  // The record is a copy: a buffer can be read into again once its record is out.
+  const buffers = twoBuffers(Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
+  const readChunk = (i: number) => {
+    const reading = pages.read(ranges[i]!.first, ranges[i]!.end - ranges[i]!.first + 1, buffers[i % 2]);
+    reading.catch(() => {}); // observed in its turn; a stream ended early leaves it unobserved
+    return reading;
+  };
+  let xor = 0n;
+  let next = ranges.length > 0 ? readChunk(0) : undefined;
+  for (let i = 0; next; i++) {
+    const bytes = await next;
+    next = i + 1 < ranges.length ? readChunk(i + 1) : undefined;
+    const { first, last } = ranges[i]!;
+    if (image.unverified) xor ^= pageChecksumsXor(bytes, pageSize, first, 0); // a chunk never holds the lock page
+    yield encoder.encode(first, bytes, last);
+  }
+  const actual = xor | CHECKSUM_FLAG;
+  if (image.unverified && actual !== image.checksum) {
+    image.unverified(actual);
+    throw new Error(`snapshot of ${name}: the pages sent have checksum ${hex(actual)}, not ${hex(image.checksum)} of TXID ${image.txid}`);
   }
 }

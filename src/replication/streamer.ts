@@ -13,9 +13,11 @@ import { splitTransactionFiles } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
 import { helloRecord, type HelloInfo } from './hello.js';
-import { snapshotRecords, takeSnapshot } from './snapshot.js';
+import { streamSnapshotRecords, takeSnapshot } from './snapshot.js';
 import { handoffRecord } from './handoff.js';
 
+/** How long a replica may take no bytes of a snapshot before its stream is closed (the snapshot holds SQLite's locks). */
+const SNAPSHOT_STALL_MS = 30_000;
 /** Log bytes per WAL_SEGMENT record (a record holds whole transactions, at least one). */
 const SEGMENT_BYTES = 1024 * 1024;
 
@@ -251,10 +253,14 @@ class Subscriber {
     } finally {
       clearInterval(keepAlive);
     }
-    for (const record of snapshotRecords(db.name, image, this.opts.compress)) await this.write(record);
+    try {
+      for await (const record of streamSnapshotRecords(db.name, image, this.opts.compress)) await this.write(record, SNAPSHOT_STALL_MS);
+    } finally {
+      await image.pages.close(); // lets go of SQLite's locks on the primary's database
+    }
     this.sent.set(db.name, image.txid);
     this.opts.log.info(
-      { db: db.name, replica: this.replica, reason: why, replicaPosition: formatPosition(at.txid, at.checksum), txid: image.txid, bytes: image.bytes.length, via: image.via, ms: Date.now() - started },
+      { db: db.name, replica: this.replica, reason: why, replicaPosition: formatPosition(at.txid, at.checksum), txid: image.txid, bytes: image.commitSize * image.pageSize, via: image.via, named: image.unverified ? 'position' : 'checksum', ms: Date.now() - started },
       'sent a snapshot',
     );
   }
@@ -274,12 +280,22 @@ class Subscriber {
     }
   }
 
-  private async write(record: Buffer): Promise<void> {
+  /**
+   * Sends one record, waiting while the replica's socket is full. With
+   * `stallMs`, a replica that takes no bytes for that long is cut off (a
+   * snapshot holds SQLite's locks on the primary's database while it goes out).
+   */
+  private async write(record: Buffer, stallMs?: number): Promise<void> {
     if (this.closed) throw new StreamClosed();
     this.lastWrite = Date.now();
     if (this.res.write(record)) return;
     await new Promise<void>((resolve) => {
+      const stall = stallMs === undefined ? undefined : setTimeout(() => {
+        this.opts.log.warn({ replica: this.replica, ms: stallMs }, 'the replica took no snapshot bytes for too long; closing its stream');
+        this.res.destroy();
+      }, stallMs);
       const done = () => {
+        clearTimeout(stall);
         this.res.off('drain', done);
         this.res.off('close', done);
         resolve();
@@ -287,7 +303,7 @@ class Subscriber {
       this.res.on('drain', done);
       this.res.on('close', done);
     });
-    if (this.closed) throw new StreamClosed();
+    if (this.closed || this.res.destroyed) throw new StreamClosed();
   }
 }
 

@@ -14,7 +14,7 @@ import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
 import { DatabaseWriter, moveFile } from './apply.js';
-import { readImageUnderLocks } from './image-read.js';
+import { imageIsRecordedState, openImageUnderLocks, type ImagePages } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
 
@@ -44,6 +44,7 @@ export class DB extends EventEmitter {
   private walFd?: number;
   /** The end of a commit frame whose checksums SQLite is about to rewrite (see walCommit). */
   private pendingRecksum?: number;
+  private imagePositionDistrusted = false; // see streamedImageDiffers
   private restoredChecksum = 0n; // the log's, while the files do not yet say more
   role: Role = 'primary';
   /** Why the files do not match the log, when recovery found they do not; cleared by repair or a snapshot. */
@@ -135,13 +136,22 @@ export class DB extends EventEmitter {
   }
 
   /**
-   * The database's bytes as SQLite would read them now, straight from the
-   * backing files under SQLite's own locks (image-read.ts); undefined when
-   * the locks were not granted in time or there is no mount to take them through.
+   * The database's pages as SQLite would read them now, under SQLite's own
+   * locks until closed (image-read.ts); undefined when the locks were not
+   * granted in time or there is no mount. `position` names the image when it
+   * is the last recorded commit's state and nothing casts doubt on that (the replica checks it anyway).
    */
-  readImage(timeoutMs: number): Promise<Buffer | undefined> {
-    if (!this.ctx.mountDir) return Promise.resolve(undefined);
-    return readImageUnderLocks(path.join(this.ctx.mountDir, this.name), this.file, timeoutMs);
+  async openImage(timeoutMs: number): Promise<{ image: ImagePages; position?: Position } | undefined> {
+    const image = this.ctx.mountDir ? await openImageUnderLocks(path.join(this.ctx.mountDir, this.name), this.file, timeoutMs) : undefined;
+    if (!image) return undefined;
+    const trusted = !this.doubt && this.pendingRecksum === undefined && !this.imagePositionDistrusted;
+    return { image, position: trusted && imageIsRecordedState(image, { pageSize: this.pageSize, commitSize: this.commitSize, wal: this.wal }) ? this.position : undefined };
+  }
+
+  /** An image named by openImage streamed with another checksum: from now on images are named by reading them. */
+  streamedImageDiffers(expected: bigint, actual: bigint): void {
+    this.imagePositionDistrusted = true;
+    this.ctx.log.error({ db: this.name, expected: expected.toString(16), actual: actual.toString(16) }, 'a snapshot image differed from the position it was named by; naming images by their checksum from now on');
   }
 
   private remember(txid: number, checksum: bigint): void {

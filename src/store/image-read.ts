@@ -10,71 +10,154 @@
 // needs every frame checkpointed already (then the file alone is a committed
 // state, and any frames read from either WAL generation lay a committed
 // prefix over it); a torn or half-written frame fails the WAL's checksums and
-// ends the scan. The caller still names the image by its checksum among the
-// recent positions, so a state that was never committed is never sent.
+// ends the scan. The locks stay held while the image is read, page range by
+// page range (a snapshot streams it to a replica as it reads it): only
+// checkpoints wait meanwhile. In a rollback mode writers would wait too, so
+// the image is read into memory at once and the locks let go.
+// The caller still names the image by its checksum among the recent
+// positions (or by the WAL frames it knows were recorded), so a state that
+// was never committed is never sent.
 // This replaces SQLite reading the image through the mount page by page (a
-// FUSE round trip per page): the backing file is read in large slices from
-// the page cache. Rollback-mode writers wait for the read (the copy of the
-// bytes, well under a second per GiB); WAL-mode writers never wait.
+// FUSE round trip per page).
 import fsp from 'node:fs/promises';
 import { lockBefore, lockRange } from '../fuse/locks.js';
 import { isWalModeHeader, parseDbHeader, PENDING_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { WAL_CKPT_LOCK } from '../sqlite/shm.js';
+import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE } from '../sqlite/wal.js';
 import { openThroughMount } from './apply.js';
 import { readDatabaseHeader, scanWal, walPages } from './pages.js';
 
-/** Bytes per read of the backing file: large enough to cost little per call, small enough not to hold the pool. */
+/** Bytes per read of the backing file when the whole image is read at once. */
 const READ_SLICE = 16 * 1024 * 1024;
 
+/** Pages of an image, read in ranges; close() lets go of files and locks (after reads in flight). */
+export interface ImagePages {
+  readonly pageSize: number;
+  readonly commitSize: number;
+  /** Pages firstPgno.. (at most count, never past commitSize); read into `into` when given and the pages are not in memory already. */
+  read(firstPgno: number, count: number, into?: Buffer): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface LockedImage extends ImagePages {
+  readonly walMode: boolean;
+  /** WAL mode: the WAL generation and the byte offset after the last committed frame laid over the file; undefined when none was. */
+  readonly walEnd?: { salt1: number; salt2: number; frameEnd: number };
+}
+
 /**
- * The database as SQLite would read it now, or undefined when the locks were
- * not granted within `timeoutMs` (a long write transaction) or the files hold
- * no database: the caller then lets SQLite read it through the mount.
+ * Whether a WAL-mode image is the state after the last commit a DB recorded:
+ * its frames end where that commit ended, in the same WAL generation, or,
+ * with no frames, the WAL was emptied after it (SQLite empties a WAL only
+ * once it is checkpointed whole).
  */
-export async function readImageUnderLocks(mountedPath: string, backingPath: string, timeoutMs: number): Promise<Buffer | undefined> {
+export function imageIsRecordedState(image: LockedImage, recorded: { pageSize: number; commitSize: number; wal?: { salt1: number; salt2: number; frameEnd: number } }): boolean {
+  if (!image.walMode || image.pageSize !== recorded.pageSize || image.commitSize !== recorded.commitSize) return false;
+  const [w, r] = [image.walEnd, recorded.wal];
+  if (!w || !r) return !w && !r;
+  return w.salt1 === r.salt1 && w.salt2 === r.salt2 && w.frameEnd === r.frameEnd;
+}
+
+/** An image already in memory (read at once, or exported by SQLite). */
+export function memoryImagePages(bytes: Buffer, pageSize: number): ImagePages {
+  return {
+    pageSize,
+    commitSize: bytes.length / pageSize,
+    read: async (firstPgno, count) => bytes.subarray((firstPgno - 1) * pageSize, Math.min(bytes.length, (firstPgno - 1 + count) * pageSize)),
+    close: async () => {},
+  };
+}
+
+/**
+ * The database as SQLite would read it now, held under SQLite's locks until
+ * close(), or undefined when the locks were not granted within `timeoutMs`
+ * (a long write transaction) or the files hold no database: the caller then
+ * lets SQLite read it through the mount.
+ */
+export async function openImageUnderLocks(mountedPath: string, backingPath: string, timeoutMs: number): Promise<LockedImage | undefined> {
   const deadline = Date.now() + timeoutMs;
   const handles: fsp.FileHandle[] = [];
+  // Closing a descriptor drops every lock it holds.
+  const closeAll = async () => {
+    for (const h of handles.reverse()) await h.close().catch(() => undefined);
+    handles.length = 0;
+  };
+  const giveUp = async (): Promise<undefined> => {
+    await closeAll();
+    return undefined;
+  };
   try {
     const db = await fsp.open(mountedPath, 'r+');
     handles.push(db);
     // SQLite's way to SHARED: PENDING (read) first, so a writer waiting for EXCLUSIVE is not starved, then the SHARED range.
-    if (!(await lockBefore(db.fd, 'read', PENDING_BYTE, 1, deadline))) return undefined;
+    if (!(await lockBefore(db.fd, 'read', PENDING_BYTE, 1, deadline))) return giveUp();
     const shared = await lockBefore(db.fd, 'read', SHARED_FIRST, SHARED_SIZE, deadline);
     await lockRange(db.fd, 'unlock', PENDING_BYTE, 1, false);
-    if (!shared) return undefined;
+    if (!shared) return giveUp();
 
     const backing = await fsp.open(backingPath, 'r');
     handles.push(backing);
     const header = readDatabaseHeader(backing.fd);
-    if (!header) return undefined;
+    if (!header) return giveUp();
     const { pageSize } = header;
     let commitSize = header.pageCount;
-    let walOverlay: Map<number, Buffer> | undefined;
-    if (isWalModeHeader(parseDbHeader(header.head))) {
-      const shm = await openThroughMount(mountedPath + '-shm', backingPath + '-shm');
-      handles.push(shm);
-      if (!(await lockBefore(shm.fd, 'write', WAL_CKPT_LOCK, 1, deadline))) return undefined;
-      const scan = scanWal(backingPath + '-wal', pageSize);
-      for (const tx of scan?.transactions ?? []) {
-        walOverlay ??= new Map();
-        for (const [pgno, data] of walPages(tx)) walOverlay.set(pgno, data);
-        commitSize = tx.commitSize;
-      }
+    const walMode = isWalModeHeader(parseDbHeader(header.head));
+    if (!walMode) {
+      const bytes = await readRange(backing, Buffer.allocUnsafe(commitSize * pageSize), 0);
+      await closeAll(); // rollback-mode writers wait only for this read
+      return { ...memoryImagePages(bytes, pageSize), walMode };
     }
-    const bytes = Buffer.allocUnsafe(commitSize * pageSize);
-    for (let pos = 0; pos < bytes.length; ) {
-      const want = Math.min(READ_SLICE, bytes.length - pos);
-      const { bytesRead } = await backing.read(bytes, pos, want, pos);
-      if (bytesRead === 0) {
-        bytes.fill(0, pos); // pages past the end of the file read as zeros, as SQLite sees them
-        break;
-      }
-      pos += bytesRead;
+    const shm = await openThroughMount(mountedPath + '-shm', backingPath + '-shm');
+    handles.push(shm);
+    if (!(await lockBefore(shm.fd, 'write', WAL_CKPT_LOCK, 1, deadline))) return giveUp();
+    const scan = scanWal(backingPath + '-wal', pageSize);
+    const overlay = new Map<number, Buffer>();
+    for (const tx of scan?.transactions ?? []) {
+      for (const [pgno, data] of walPages(tx)) overlay.set(pgno, data);
+      commitSize = tx.commitSize;
     }
-    for (const [pgno, data] of walOverlay ?? []) if (pgno <= commitSize) data.copy(bytes, (pgno - 1) * pageSize);
-    return bytes;
-  } finally {
-    // Closing a descriptor drops every lock it holds.
-    for (const h of handles.reverse()) await h.close().catch(() => undefined);
+    const walEnd = scan && scan.transactions.length > 0
+      ? { salt1: scan.header.salt1, salt2: scan.header.salt2, frameEnd: WAL_HEADER_SIZE + scan.committedFrameEnd * (WAL_FRAME_HEADER_SIZE + pageSize) }
+      : undefined;
+    const reads = new Set<Promise<unknown>>();
+    return {
+      pageSize,
+      commitSize,
+      walMode,
+      walEnd,
+      read(firstPgno, count, into) {
+        const last = Math.min(commitSize, firstPgno + count - 1);
+        const length = Math.max(0, last - firstPgno + 1) * pageSize;
+        const bytes = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+        const reading = readRange(backing, bytes, (firstPgno - 1) * pageSize).then((b) => {
+          for (let pgno = firstPgno; pgno <= last; pgno++) overlay.get(pgno)?.copy(b, (pgno - firstPgno) * pageSize);
+          return b;
+        });
+        const tracked = reading.catch(() => undefined).finally(() => reads.delete(tracked));
+        reads.add(tracked);
+        return reading;
+      },
+      async close() {
+        await Promise.all(reads);
+        await closeAll();
+      },
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
   }
+}
+
+/** Fills `bytes` from the file at `offset`; pages past the end of the file read as zeros, as SQLite sees them. */
+async function readRange(file: fsp.FileHandle, bytes: Buffer, offset: number): Promise<Buffer> {
+  for (let pos = 0; pos < bytes.length; ) {
+    const want = Math.min(READ_SLICE, bytes.length - pos);
+    const { bytesRead } = await file.read(bytes, pos, want, offset + pos);
+    if (bytesRead === 0) {
+      bytes.fill(0, pos);
+      break;
+    }
+    pos += bytesRead;
+  }
+  return bytes;
 }

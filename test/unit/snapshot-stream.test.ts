@@ -1,0 +1,104 @@
+// A snapshot read as it streams (src/replication/snapshot.ts): the records
+// are the same bytes as those of the image held in memory, the reads go
+// through the two buffers in turn, and an image named by the database's
+// position rather than by its checksum is checked as it goes.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
+import { snapshotRecords, streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
+import { memoryImagePages, type ImagePages } from '../../src/store/image-read.js';
+import { imageChecksum } from '../../src/txlog/image.js';
+import { rng } from '../support/random.js';
+
+const PAGE = 512;
+const DB = 'app.db';
+
+/** A database image of `pages` pages of random bytes. */
+function image(pages: number, seed: number): Buffer {
+  const next = rng(seed);
+  const bytes = Buffer.alloc(pages * PAGE);
+  for (let i = 0; i < bytes.length; i += 4) bytes.writeUInt32LE(next() >>> 0, i);
+  return bytes;
+}
+
+/** Pages read from memory through a copy into `into`, as the backing-file reader does, counting the reads and closes. */
+function filePages(bytes: Buffer): ImagePages & { reads: number; closed: number } {
+  const inMemory = memoryImagePages(bytes, PAGE);
+  const pages = {
+    pageSize: PAGE,
+    commitSize: bytes.length / PAGE,
+    reads: 0,
+    closed: 0,
+    async read(first: number, count: number, into?: Buffer) {
+      pages.reads++;
+      const view = await inMemory.read(first, count);
+      if (!into) return Buffer.from(view);
+      view.copy(into);
+      return into.subarray(0, view.length);
+    },
+    async close() {
+      pages.closed++;
+    },
+  };
+  return pages;
+}
+
+async function collect(records: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const r of records) out.push(r);
+  return out;
+}
+
+function parse(records: Buffer[]): StreamRecord[] {
+  const reader = new RecordReader();
+  reader.push(Buffer.concat(records));
+  const out: StreamRecord[] = [];
+  for (let r = reader.next(); r; r = reader.next()) out.push(r);
+  return out;
+}
+
+describe('streamSnapshotRecords', () => {
+  // Three chunks of 1 MiB (2048 pages) and a short one.
+  const commitSize = 3 * 2048 + 300;
+  const bytes = image(commitSize, 7);
+  const place = { txid: 42, checksum: imageChecksum(bytes, PAGE), pageSize: PAGE, commitSize, timestamp: 1_700_000_000_000 };
+
+  test('sends the same records as the image held in memory, and they assemble into it', async () => {
+    const pages = filePages(bytes);
+    const streamed = await collect(streamSnapshotRecords(DB, { ...place, pages, via: 'files' }, false));
+    const held = [...snapshotRecords(DB, { ...place, bytes }, false)];
+    // Each record carries the time it was made; all else is the same.
+    const timeless = (rs: Buffer[]) => parse(rs).map(({ timestamp: _t, ...r }) => ({ ...r, payload: Buffer.from(r.payload) }));
+    assert.deepEqual(timeless(streamed), timeless(held));
+    assert.equal(pages.reads, held.length);
+    const records = parse(streamed);
+    const assembler = new SnapshotAssembler(records[0]!);
+    for (const r of records) assembler.add(r, decodeSnapshotChunk(r));
+    assembler.finish();
+    assert.equal(assembler.checksum, place.checksum);
+  });
+
+  test('an image named by position streams when its pages agree', async () => {
+    const calls: bigint[] = [];
+    const img: SnapshotImage = { ...place, pages: filePages(bytes), via: 'files', unverified: (actual) => calls.push(actual) };
+    assert.equal((await collect(streamSnapshotRecords(DB, img, true))).length > 0, true);
+    assert.deepEqual(calls, []);
+  });
+
+  test('an image named by position whose pages differ throws after the last record and says so', async () => {
+    const changed = Buffer.from(bytes);
+    changed[PAGE * 3 + 10] ^= 1;
+    const calls: bigint[] = [];
+    const img: SnapshotImage = { ...place, pages: filePages(changed), via: 'files', unverified: (actual) => calls.push(actual) };
+    const got: Buffer[] = [];
+    await assert.rejects(async () => {
+      for await (const r of streamSnapshotRecords(DB, img, false)) got.push(r);
+    }, /^Error: snapshot of app\.db: the pages sent have checksum [0-9a-f]{16}, not [0-9a-f]{16} of TXID 42$/);
+    assert.deepEqual(calls, [imageChecksum(changed, PAGE)]);
+    // The replica's own check refuses what went out.
+    const records = parse(got);
+    const assembler = new SnapshotAssembler(records[0]!);
+    for (const r of records) assembler.add(r, decodeSnapshotChunk(r));
+    assert.throws(() => assembler.finish(), /snapshot checksum [0-9a-f]{16} differs from its post-apply checksum/);
+  });
+});
