@@ -6,7 +6,7 @@
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
 import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
-import { snapshotRecords, streamSnapshotRecords, type SnapshotImage, type SnapshotPlace } from '../replication/snapshot.js';
+import { streamSnapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
 import type { PageChecksums } from '../txlog/checksum.js';
@@ -33,13 +33,8 @@ export function encodeSegmentObject(db: string, files: SegmentFile[], timestamp 
   return walSegmentRecord(db, compressedFiles(files), timestamp);
 }
 
-/** The snapshot object of an image, as its SNAPSHOT records (lz4). */
-export function encodeSnapshotObject(db: string, image: SnapshotPlace & { bytes: Buffer }): Buffer {
-  return Buffer.concat([...snapshotRecords(db, image, true)]);
-}
-
-/** encodeSnapshotObject of a snapshot read as it is encoded. */
-export async function encodeSnapshotImage(db: string, image: SnapshotImage): Promise<Buffer> {
+/** The snapshot object of an image, as its SNAPSHOT records (lz4), read as it is encoded. */
+export async function encodeSnapshotObject(db: string, image: Omit<SnapshotImage, 'via'>): Promise<Buffer> {
   const records: Buffer[] = [];
   for await (const record of streamSnapshotRecords(db, image, true)) records.push(record);
   return Buffer.concat(records);

@@ -18,7 +18,7 @@ import { splitTransactionFiles } from '../txlog/txfile.js';
 import { readCatalog, segmentChain, type Generation, type SegmentInfo } from './catalog.js';
 import { compactWindows } from './compaction.js';
 import { newGenerationId, type BackupLayout } from './layout.js';
-import { encodeSegmentObject, encodeSnapshotImage } from './objects.js';
+import { encodeSegmentObject, encodeSnapshotObject } from './objects.js';
 import type { ObjectStore } from './object-store.js';
 import { enforceBackupRetention } from './retention.js';
 
@@ -255,7 +255,7 @@ export class BackupUploader extends EventEmitter {
   private async snapshot(db: DB, s: DbState, newGeneration: boolean): Promise<void> {
     const started = Date.now();
     const image = await takeSnapshot(db, path.join(this.opts.mountDir, db.name));
-    const body = await encodeSnapshotImage(db.name, image).finally(() => image.pages.close());
+    const body = await encodeSnapshotObject(db.name, image).finally(() => image.pages.close());
     const generation = newGeneration || !s.generation ? newGenerationId() : s.generation;
     await this.opts.objects.put(this.opts.layout.snapshotKey(db.name, generation, image.txid), body, this.abort.signal);
     this.stats.snapshots++;

@@ -123,41 +123,14 @@ function* chunkRanges(pageSize: number, commitSize: number): Generator<{ first: 
   }
 }
 
-/** Encodes chunks in order, skipping lz4 for a while after it gained little (INCOMPRESSIBLE_SKIP). */
-class ChunkEncoder {
-  private skip = 0;
-
-  constructor(
-    private readonly name: string,
-    private readonly place: SnapshotPlace,
-    private readonly compress: boolean,
-  ) {}
-
-  encode(first: number, pages: Buffer, last: boolean): Buffer {
-    const at = { maxTxid: this.place.txid, postApplyChecksum: this.place.checksum, pageSize: this.place.pageSize, commitSize: this.place.commitSize };
-    const record = snapshotChunkRecord(this.name, at, first, pages, last, this.compress && this.skip === 0);
-    if (this.skip > 0) this.skip--;
-    else if (this.compress && record.length > pages.length - pages.length / 8) this.skip = INCOMPRESSIBLE_SKIP;
-    return record;
-  }
-}
-
-/** An image held in memory as SNAPSHOT records (a backup's snapshot object, test vectors). */
-export function* snapshotRecords(name: string, image: SnapshotPlace & { bytes: Buffer }, compress: boolean): Generator<Buffer> {
-  const encoder = new ChunkEncoder(name, image, compress);
-  for (const { first, end, last } of chunkRanges(image.pageSize, image.commitSize)) {
-    yield encoder.encode(first, image.bytes.subarray((first - 1) * image.pageSize, end * image.pageSize), last);
-  }
-}
-
 /**
  * A snapshot as SNAPSHOT records, its pages read one chunk ahead of the
  * record going out. An image named without reading it (unverified) is
  * checked as it goes: after the last record, a checksum that differs throws.
  */
-export async function* streamSnapshotRecords(name: string, image: SnapshotImage, compress: boolean): AsyncGenerator<Buffer> {
+export async function* streamSnapshotRecords(name: string, image: Omit<SnapshotImage, 'via'>, compress: boolean): AsyncGenerator<Buffer> {
   const { pageSize, pages } = image;
-  const encoder = new ChunkEncoder(name, image, compress);
+  const at = { maxTxid: image.txid, postApplyChecksum: image.checksum, pageSize, commitSize: image.commitSize };
   const ranges = [...chunkRanges(pageSize, image.commitSize)];
   // The record is a copy: a buffer can be read into again once its record is out.
   const buffers = twoBuffers(Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
@@ -167,13 +140,17 @@ export async function* streamSnapshotRecords(name: string, image: SnapshotImage,
     return reading;
   };
   let xor = 0n;
+  let skip = 0;
   let next = ranges.length > 0 ? readChunk(0) : undefined;
   for (let i = 0; next; i++) {
     const bytes = await next;
     next = i + 1 < ranges.length ? readChunk(i + 1) : undefined;
     const { first, last } = ranges[i]!;
     if (image.unverified) xor ^= pageChecksumsXor(bytes, pageSize, first, 0); // a chunk never holds the lock page
-    yield encoder.encode(first, bytes, last);
+    const record = snapshotChunkRecord(name, at, first, bytes, last, compress && skip === 0);
+    if (skip > 0) skip--;
+    else if (compress && record.length > bytes.length - bytes.length / 8) skip = INCOMPRESSIBLE_SKIP;
+    yield record;
   }
   const actual = xor | CHECKSUM_FLAG;
   if (image.unverified && actual !== image.checksum) {

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { ErrnoName } from '../fuse/index.js';
 import { lockPageNumber } from '../sqlite/dbheader.js';
 import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, walTransactionEnd, type WalTransaction } from '../sqlite/wal.js';
-import { formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
+import { formatHex64 as hex, formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
@@ -20,15 +20,10 @@ import { ApplyError, type DbContext, type Position, type ReceivedTransaction, ty
 
 /** The unit the native layer records dirty writes in (SQLite's smallest page). */
 export const DIRTY_UNIT = 512;
-
 /** How many recent positions a primary remembers, to name the TXID of a snapshot by its checksum. */
 const RECENT_POSITIONS = 4096;
-
 /** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
-function walModeOf(tx: TransactionFile, before: boolean): boolean {
-  const page1 = tx.pages[0]?.pgno === 1 ? tx.pages[0].data : undefined;
-  return page1 ? page1[18] === 2 && page1[19] === 2 : before;
-}
+const walModeOf = (tx: TransactionFile, before: boolean): boolean => (tx.pages[0]?.pgno === 1 ? tx.pages[0].data[18] === 2 && tx.pages[0].data[19] === 2 : before);
 
 export class DB extends EventEmitter {
   readonly file: string;
@@ -136,22 +131,19 @@ export class DB extends EventEmitter {
   }
 
   /**
-   * The database's pages as SQLite would read them now, under SQLite's own
-   * locks until closed (image-read.ts); undefined when the locks were not
-   * granted in time or there is no mount. `position` names the image when it
-   * is the last recorded commit's state and nothing casts doubt on that (the replica checks it anyway).
+   * The pages as SQLite would read them now, under its locks until closed (image-read.ts), or undefined (no mount,
+   * locks not granted in time); `position` names them when they are the last recorded commit's state.
    */
   async openImage(timeoutMs: number): Promise<{ image: ImagePages; position?: Position } | undefined> {
     const image = this.ctx.mountDir ? await openImageUnderLocks(path.join(this.ctx.mountDir, this.name), this.file, timeoutMs) : undefined;
-    if (!image) return undefined;
-    const trusted = !this.doubt && this.pendingRecksum === undefined && !this.imagePositionDistrusted;
-    return { image, position: trusted && imageIsRecordedState(image, { pageSize: this.pageSize, commitSize: this.commitSize, wal: this.wal }) ? this.position : undefined };
+    const trusted = image && !this.doubt && this.pendingRecksum === undefined && !this.imagePositionDistrusted;
+    return image && { image, position: trusted && imageIsRecordedState(image, { pageSize: this.pageSize, commitSize: this.commitSize, wal: this.wal }) ? this.position : undefined };
   }
 
   /** An image named by openImage streamed with another checksum: from now on images are named by reading them. */
   streamedImageDiffers(expected: bigint, actual: bigint): void {
     this.imagePositionDistrusted = true;
-    this.ctx.log.error({ db: this.name, expected: expected.toString(16), actual: actual.toString(16) }, 'a snapshot image differed from the position it was named by; naming images by their checksum from now on');
+    this.ctx.log.error({ db: this.name, expected: hex(expected), actual: hex(actual) }, 'a snapshot image differed from the position it was named by');
   }
 
   private remember(txid: number, checksum: bigint): void {

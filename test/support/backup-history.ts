@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import { DirectoryObjectStore } from '../../src/backup/directory.js';
 import { BackupLayout, newGenerationId } from '../../src/backup/layout.js';
 import { encodeSegmentObject, encodeSnapshotObject } from '../../src/backup/objects.js';
+import { memoryImagePages } from '../../src/store/image-read.js';
 import { lockPageNumber } from '../../src/sqlite/dbheader.js';
 import { PageChecksums } from '../../src/txlog/checksum.js';
 import { imageChecksum } from '../../src/txlog/image.js';
@@ -139,10 +140,11 @@ export class BackupBucket {
     fs.utimesSync(this.path(key), new Date(at), new Date(at));
   }
 
-  snapshot(txid: number, uploadedAt = uploadTime(txid)): Promise<string> {
+  async snapshot(txid: number, uploadedAt = uploadTime(txid)): Promise<string> {
     const { images, pageSize, times } = this.h;
-    const image = { bytes: images[txid]!, txid, checksum: imageChecksum(images[txid]!, pageSize), pageSize, commitSize: images[txid]!.length / pageSize, timestamp: times[txid]! };
-    return this.put(this.layout.snapshotKey(DB, this.gen, txid), encodeSnapshotObject(DB, image), uploadedAt);
+    const pages = memoryImagePages(images[txid]!, pageSize);
+    const image = { pages, txid, checksum: imageChecksum(images[txid]!, pageSize), pageSize, commitSize: pages.commitSize, timestamp: times[txid]! };
+    return this.put(this.layout.snapshotKey(DB, this.gen, txid), await encodeSnapshotObject(DB, image), uploadedAt);
   }
 
   segment(min: number, max: number, files = this.h.files.slice(min, max + 1), uploadedAt = uploadTime(max)): Promise<string> {

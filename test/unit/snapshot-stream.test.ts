@@ -1,11 +1,11 @@
-// A snapshot read as it streams (src/replication/snapshot.ts): the records
-// are the same bytes as those of the image held in memory, the reads go
-// through the two buffers in turn, and an image named by the database's
-// position rather than by its checksum is checked as it goes.
+// A snapshot read as it streams (src/replication/snapshot.ts): read into
+// its two buffers in turn, it gives the records of the image held in
+// memory; an image named by the database's position rather than by its
+// checksum is checked as it goes.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
-import { snapshotRecords, streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
+import { streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
 import { memoryImagePages, type ImagePages } from '../../src/store/image-read.js';
 import { imageChecksum } from '../../src/txlog/image.js';
 import { rng } from '../support/random.js';
@@ -63,10 +63,10 @@ describe('streamSnapshotRecords', () => {
   const bytes = image(commitSize, 7);
   const place = { txid: 42, checksum: imageChecksum(bytes, PAGE), pageSize: PAGE, commitSize, timestamp: 1_700_000_000_000 };
 
-  test('sends the same records as the image held in memory, and they assemble into it', async () => {
+  test('read into its two buffers, it sends the same records as the image held in memory, and they assemble into it', async () => {
     const pages = filePages(bytes);
-    const streamed = await collect(streamSnapshotRecords(DB, { ...place, pages, via: 'files' }, false));
-    const held = [...snapshotRecords(DB, { ...place, bytes }, false)];
+    const streamed = await collect(streamSnapshotRecords(DB, { ...place, pages }, false));
+    const held = await collect(streamSnapshotRecords(DB, { ...place, pages: memoryImagePages(bytes, PAGE) }, false));
     // Each record carries the time it was made; all else is the same.
     const timeless = (rs: Buffer[]) => parse(rs).map(({ timestamp: _t, ...r }) => ({ ...r, payload: Buffer.from(r.payload) }));
     assert.deepEqual(timeless(streamed), timeless(held));
@@ -80,7 +80,7 @@ describe('streamSnapshotRecords', () => {
 
   test('an image named by position streams when its pages agree', async () => {
     const calls: bigint[] = [];
-    const img: SnapshotImage = { ...place, pages: filePages(bytes), via: 'files', unverified: (actual) => calls.push(actual) };
+    const img: Omit<SnapshotImage, 'via'> = { ...place, pages: filePages(bytes), unverified: (actual) => calls.push(actual) };
     assert.equal((await collect(streamSnapshotRecords(DB, img, true))).length > 0, true);
     assert.deepEqual(calls, []);
   });
@@ -89,7 +89,7 @@ describe('streamSnapshotRecords', () => {
     const changed = Buffer.from(bytes);
     changed[PAGE * 3 + 10] ^= 1;
     const calls: bigint[] = [];
-    const img: SnapshotImage = { ...place, pages: filePages(changed), via: 'files', unverified: (actual) => calls.push(actual) };
+    const img: Omit<SnapshotImage, 'via'> = { ...place, pages: filePages(changed), unverified: (actual) => calls.push(actual) };
     const got: Buffer[] = [];
     await assert.rejects(async () => {
       for await (const r of streamSnapshotRecords(DB, img, false)) got.push(r);
