@@ -9,16 +9,13 @@ import { decodePageSize, isValidPageSize, lockPageNumber } from '../sqlite/dbhea
 import { CHECKSUM_FLAG, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import { snapshotChunkRecord } from './records.js';
 
-/** Where a snapshot stands: the TXID and checksum of its image, its size. */
-export interface SnapshotPlace {
+/** A snapshot: the TXID and checksum of its image, its size, and where its pages come from. */
+export interface SnapshotImage {
   txid: number;
   checksum: bigint;
   pageSize: number;
   commitSize: number;
   timestamp: number;
-}
-
-export interface SnapshotImage extends SnapshotPlace {
   /** The pages, read as the records go out; close() when done (it lets go of SQLite's locks). */
   pages: ImagePages;
   /** How the image was read: straight from the backing files under SQLite's locks, or by SQLite through the mount. */

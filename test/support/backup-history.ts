@@ -19,7 +19,7 @@ import { encodeSegmentObject, encodeSnapshotObject } from '../../src/backup/obje
 import { memoryImagePages } from '../../src/store/image-read.js';
 import { lockPageNumber } from '../../src/sqlite/dbheader.js';
 import { PageChecksums } from '../../src/txlog/checksum.js';
-import { imageChecksum } from '../../src/txlog/image.js';
+import { imageChecksum } from './fake-primary.js';
 import { encodeTransaction, type SegmentFile, type TransactionFile } from '../../src/txlog/txfile.js';
 
 /** The database name every object of these histories carries. */

@@ -43,8 +43,8 @@ function pagesOf(image: Buffer, pageSize: number): [number, Buffer][] {
   return out;
 }
 
-export function imageChecksum(image: Buffer): bigint {
-  const pageSize = pageSizeOf(image);
+/** The database checksum of a whole image (page by page: the reference the production code's sliced passes are checked against). */
+export function imageChecksum(image: Buffer, pageSize = pageSizeOf(image)): bigint {
   return databaseChecksum(pagesOf(image, pageSize), pageSize);
 }
 

@@ -19,7 +19,7 @@ import { hex16 } from '../../src/backup/layout.js';
 import { restoreDatabase, type RestoreResult } from '../../src/backup/restore.js';
 import { describeBackups, parseRfc3339, parseTxid, renderBackups } from '../../src/cli/backup.js';
 import { PageChecksums } from '../../src/txlog/checksum.js';
-import { imageChecksum } from '../../src/txlog/image.js';
+import { imageChecksum } from '../support/fake-primary.js';
 import type { TransactionFile } from '../../src/txlog/txfile.js';
 import { BackupBucket, buildHistory, DB, filler, flipByte, segmentFile, sha256, T0, uploadTime, type History } from '../support/backup-history.js';
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
 import { memoryImagePages, type ImagePages } from '../../src/store/image-read.js';
-import { imageChecksum } from '../../src/txlog/image.js';
+import { imageChecksum } from '../support/fake-primary.js';
 import { rng } from '../support/random.js';
 
 const PAGE = 512;
