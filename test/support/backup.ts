@@ -65,7 +65,7 @@ export function restore(node: ClusterNode, db: string, out: string, ...flags: st
 /** n single-row commits through the sqlite3 CLI. */
 export async function commitRows(node: ClusterNode, db: string, n: number, tag: string): Promise<void> {
   for (let i = 0; i < n; i++) {
-    const r = await sqlite3(path.join(node.mnt, db), `PRAGMA busy_timeout=5000; INSERT INTO t(v) VALUES ('${tag}-${i}-${'x'.repeat(200)}');`);
+    const r = await sqlite3(path.join(node.mnt, db), `INSERT INTO t(v) VALUES ('${tag}-${i}-${'x'.repeat(200)}');`);
     if (r.code !== 0) throw new Error(`insert on ${node.name}: ${r.stderr}`);
   }
 }

@@ -29,9 +29,14 @@ export function run(cmd: string, args: string[], input = ''): Promise<RunResult>
   });
 }
 
-/** The sqlite3 CLI with statements on stdin; -bail stops at the first error. */
+/**
+ * The sqlite3 CLI with statements on stdin; -bail stops at the first error.
+ * It waits up to 5 s for locks, as an application sharing a database must: in
+ * a rollback mode any reader's SHARED lock (another client, or the primary
+ * reading a snapshot image) makes a writer without one fail at once.
+ */
 export function sqlite3(db: string, sql: string): Promise<RunResult> {
-  return run('sqlite3', ['-bail', db], sql);
+  return run('sqlite3', ['-bail', '-cmd', '.timeout 5000', db], sql);
 }
 
 export function python(code: string, args: string[] = []): Promise<RunResult> {

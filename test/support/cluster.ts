@@ -193,7 +193,7 @@ export function mountedSha256(node: ClusterNode, db: string): string {
 
 /** Moves the primary's WAL into its database file, so the file is the whole database. */
 export async function checkpoint(node: ClusterNode, db: string): Promise<void> {
-  const r = await sqlite3(path.join(node.mnt, db), 'PRAGMA busy_timeout=5000; PRAGMA wal_checkpoint(TRUNCATE);');
+  const r = await sqlite3(path.join(node.mnt, db), 'PRAGMA wal_checkpoint(TRUNCATE);');
   if (r.code !== 0) throw new Error(`checkpoint of ${db}: ${r.stderr}`);
 }
 
