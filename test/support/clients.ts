@@ -25,6 +25,11 @@ export function run(cmd: string, args: string[], input = ''): Promise<RunResult>
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
+    // A child that exits before reading its input (the sqlite3 CLI failing to
+    // open its database) closes the pipe: its exit code and stderr say why.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(input);
   });
 }
