@@ -65,6 +65,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     log,
     compress: config.data.compress,
     strictVerify: config.strictVerify,
+    cacheJournals: config.fuse.cacheJournals,
     retention: config.data.retention,
     retentionMonitorInterval: config.data.retentionMonitorInterval,
     nodeId: nodeId(config.data.dir),

@@ -60,7 +60,7 @@ export function readData(ctx: SectionContext, v: unknown): DataConfig {
   };
 }
 
-const FUSE_KEYS = ['dir', 'allow-other', 'debug'] as const;
+const FUSE_KEYS = ['dir', 'allow-other', 'debug', 'cache-journals'] as const;
 
 export function readFuse(ctx: SectionContext, v: unknown): FuseConfig {
   const { baseDir } = ctx;
@@ -72,6 +72,7 @@ export function readFuse(ctx: SectionContext, v: unknown): FuseConfig {
     dir: dir === undefined ? d.dir : resolveDir(dir, baseDir),
     allowOther: src.bool(['fuse', 'allow-other'], m['allow-other']) ?? d.allowOther,
     debug: src.bool(['fuse', 'debug'], m['debug']) ?? d.debug,
+    cacheJournals: src.bool(['fuse', 'cache-journals'], m['cache-journals']) ?? d.cacheJournals,
   };
 }
 

@@ -38,6 +38,12 @@ export interface FuseConfig {
   allowOther: boolean;
   /** Log every FUSE call. */
   debug: boolean;
+  /**
+   * Keep the -wal and -journal in the kernel's page cache (reads of recent
+   * pages on the primary stay cached, but each WAL page write becomes two
+   * FUSE requests); off by default: they bypass it (docs/fuse.md).
+   */
+  cacheJournals: boolean;
 }
 
 export interface HttpConfig {
@@ -178,7 +184,7 @@ export const DEFAULTS = {
   skipSync: false,
   strictVerify: false,
   data: { dir: '/var/lib/litefs', compress: true, retention: 10 * MINUTE, retentionMonitorInterval: MINUTE },
-  fuse: { dir: '/litefs', allowOther: false, debug: false },
+  fuse: { dir: '/litefs', allowOther: false, debug: false, cacheJournals: false },
   http: { addr: ':20202', snapshotTimeout: 0 },
   lease: { candidate: true, promote: false, reconnectDelay: SECOND, demoteDelay: 10 * SECOND },
   consul: { key: 'litefs/primary', ttl: 10 * SECOND, lockDelay: SECOND },

@@ -71,14 +71,18 @@ export class DB extends EventEmitter {
   attach(role: Role = this.role): void {
     this.role = role;
     const f = this.ctx.files;
+    // Unless fuse.cache-journals, the -wal and -journal bypass the kernel's
+    // page cache, on both roles alike (docs/fuse.md, "Direct I/O").
+    const directIo = !this.ctx.cacheJournals;
     if (role === 'primary') {
       f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
       // Commits in the WAL are notices (the write does not wait for us) unless
       // strict-verify must be able to refuse one; docs/fuse.md says why.
-      f.setFile(this.name + '-wal', { events: true, wal: true, walWait: this.ctx.strictVerify });
-      f.setFile(this.name + '-journal', { events: true, journal: true });
+      f.setFile(this.name + '-wal', { events: true, wal: true, walWait: this.ctx.strictVerify, directIo });
+      f.setFile(this.name + '-journal', { events: true, journal: true, directIo });
     } else {
-      for (const suffix of ['', '-wal', '-journal']) f.setFile(this.name + suffix, { readOnly: true });
+      f.setFile(this.name, { readOnly: true });
+      for (const suffix of ['-wal', '-journal']) f.setFile(this.name + suffix, { readOnly: true, directIo });
     }
     f.setFile(this.name + '-shm', {});
     this.publishPosition();

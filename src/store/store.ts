@@ -16,6 +16,8 @@ export interface StoreOptions {
   log: Logger;
   compress: boolean;
   strictVerify: boolean;
+  /** fuse.cache-journals (default false). */
+  cacheJournals?: boolean;
   retention: number;
   retentionMonitorInterval: number;
   nodeId: bigint;
@@ -51,7 +53,7 @@ export class Store extends EventEmitter {
     const logRoot = path.join(opts.dataDir, 'txlog');
     fs.mkdirSync(this.dbDir, { recursive: true });
     fs.mkdirSync(logRoot, { recursive: true });
-    this.ctx = { dbDir: this.dbDir, logRoot, files: opts.files, log: opts.log, compress: opts.compress, strictVerify: opts.strictVerify, nodeId: opts.nodeId, segmentMaxAge: opts.retentionMonitorInterval };
+    this.ctx = { dbDir: this.dbDir, logRoot, files: opts.files, log: opts.log, compress: opts.compress, strictVerify: opts.strictVerify, cacheJournals: opts.cacheJournals, nodeId: opts.nodeId, segmentMaxAge: opts.retentionMonitorInterval };
   }
 
   /** Recovers every database found in the data directory and flags its files. Before the mount serves. */

@@ -13,6 +13,8 @@ export interface DbContext {
   log: Logger;
   compress: boolean;
   strictVerify: boolean;
+  /** The -wal and -journal stay in the kernel's page cache (fuse.cache-journals); else they bypass it. */
+  cacheJournals?: boolean;
   nodeId: bigint;
   /** Age after which the log starts a new segment (ms). */
   segmentMaxAge: number;

@@ -13,11 +13,11 @@ export function litefs(args: string[], input = ''): Promise<RunResult> {
 }
 
 /** Writes a litefs.yml for a single static-primary node. */
-export function writeConfig(dir: string, opts: { mnt: string; data: string; extra?: string; dataExtra?: string; port?: number }): string {
+export function writeConfig(dir: string, opts: { mnt: string; data: string; extra?: string; dataExtra?: string; fuseExtra?: string; port?: number }): string {
   const file = path.join(dir, `litefs-${path.basename(opts.mnt)}.yml`);
   fs.writeFileSync(
     file,
-    `fuse:\n  dir: "${opts.mnt}"\ndata:\n  dir: "${opts.data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${opts.port ?? 0}"\nlease:\n  type: static\n  advertise-url: "http://127.0.0.1:${opts.port ?? 20202}"\n${opts.extra ?? ''}`,
+    `fuse:\n  dir: "${opts.mnt}"\n${opts.fuseExtra ?? ''}data:\n  dir: "${opts.data}"\n${opts.dataExtra ?? ''}http:\n  addr: "127.0.0.1:${opts.port ?? 0}"\nlease:\n  type: static\n  advertise-url: "http://127.0.0.1:${opts.port ?? 20202}"\n${opts.extra ?? ''}`,
   );
   return file;
 }

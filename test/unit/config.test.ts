@@ -60,7 +60,7 @@ describe('defaults', () => {
       strictVerify: false,
       exec: [],
       data: { dir: '/var/lib/litefs', compress: true, retention: 600_000, retentionMonitorInterval: 60_000 },
-      fuse: { dir: '/litefs', allowOther: false, debug: false },
+      fuse: { dir: '/litefs', allowOther: false, debug: false, cacheJournals: false },
       http: { addr: ':20202', snapshotTimeout: 0 },
       lease: {
         type: 'static', hostname: host, advertiseUrl: `http://${host}:20202`, candidate: true, promote: false,
@@ -159,7 +159,7 @@ describe('LiteFS files', () => {
     assert.equal(cfg.skipSync, false);
     assert.equal(cfg.strictVerify, true);
     assert.deepEqual(cfg.exec, [{ cmd: 'myapp migrate', ifCandidate: true }, { cmd: 'myapp serve -addr :8081', ifCandidate: false }]);
-    assert.deepEqual(cfg.fuse, { dir: '/litefs', allowOther: false, debug: false });
+    assert.deepEqual(cfg.fuse, { dir: '/litefs', allowOther: false, debug: false, cacheJournals: false });
     assert.deepEqual(cfg.data, { dir: '/var/lib/litefs', compress: true, retention: 600_000, retentionMonitorInterval: 60_000 });
     assert.deepEqual(cfg.http, { addr: ':20202', snapshotTimeout: 30_000 });
     assert.deepEqual(cfg.proxy, {
@@ -182,6 +182,7 @@ describe('LiteFS files', () => {
     assert.equal(cfg.lease.candidate, true);
     assert.equal(cfg.lease.hostname, '0123');
     assert.equal(cfg.fuse.allowOther, true);
+    assert.equal(load('lease:\n  type: static\nfuse:\n  cache-journals: true\n').fuse.cacheJournals, true);
   });
 
   test('relative data.dir and fuse.dir are resolved against the config file\'s directory', () => {
@@ -295,7 +296,7 @@ describe('errors name the file, the key and the expected form', () => {
   });
 
   test('unknown keys at any depth', () => {
-    loadError('fuse:\n  dri: /mnt\nlease:\n  type: static\n', ['unknown key "fuse.dri" (known: dir, allow-other, debug)', 'did you mean "dir"?', '(line 2)']);
+    loadError('fuse:\n  dri: /mnt\nlease:\n  type: static\n', ['unknown key "fuse.dri" (known: dir, allow-other, debug, cache-journals)', 'did you mean "dir"?', '(line 2)']);
     loadError(`${MINIMAL}colour: blue\n`, ['unknown key "colour" (known: exit-on-error,']);
     loadError('lease:\n  type: consul\n  consul:\n    url: http://c:8500\n    tll: 10s\n', ['unknown key "lease.consul.tll"', 'did you mean "ttl"?']);
     loadError(`${MINIMAL}exec:\n  - cmd: app\n    if-primary: true\n`, ['unknown key "exec[0].if-primary" (known: cmd, if-candidate)']);
@@ -304,6 +305,7 @@ describe('errors name the file, the key and the expected form', () => {
 
   test('wrong types', () => {
     loadError(`${MINIMAL}fuse:\n  allow-other: maybe\n`, ['fuse.allow-other: expected true or false, got "maybe"']);
+    loadError(`${MINIMAL}fuse:\n  cache-journals: 1\n`, ['fuse.cache-journals: expected true or false']);
     loadError(`${MINIMAL}data: [a, b]\n`, ['data: expected a mapping with keys dir, compress', 'got a list']);
     loadError('lease:\n  type: static\n  databases: {a: 1}\n', ['lease.databases: expected a list of strings, got a mapping']);
     loadError(`${MINIMAL}exec: {cmd: app}\n`, ['exec: expected a command string or a list']);
