@@ -47,10 +47,7 @@ export class DB extends EventEmitter {
   private readonly recent = new Map<bigint, number>(); // checksum -> TXID of recent commits
   private writer?: DatabaseWriter;
 
-  constructor(
-    readonly name: string,
-    private readonly ctx: DbContext,
-  ) {
+  constructor(readonly name: string, private readonly ctx: DbContext) {
     super();
     this.file = path.join(ctx.dbDir, name);
     this.walFile = this.file + '-wal';
@@ -71,9 +68,7 @@ export class DB extends EventEmitter {
   attach(role: Role = this.role): void {
     this.role = role;
     const f = this.ctx.files;
-    // Unless fuse.cache-journals, the -wal and -journal bypass the kernel's
-    // page cache, on both roles alike (docs/fuse.md, "Direct I/O").
-    const directIo = !this.ctx.cacheJournals;
+    const directIo = !this.ctx.cacheJournals; // the same on both roles: docs/fuse.md, "Direct I/O"
     if (role === 'primary') {
       f.setFile(this.name, { events: true, fsync: true, dirtyPages: true, pageSize: DIRTY_UNIT });
       // Commits in the WAL are notices (the write does not wait for us) unless
