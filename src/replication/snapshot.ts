@@ -90,20 +90,39 @@ function exportedImage(name: string, bytes: Buffer): ImagePages {
 async function checksumOf(pages: ImagePages): Promise<bigint> {
   const perRead = Math.max(1, Math.floor(CHECKSUM_READ_PAGES_BYTES / pages.pageSize));
   const lockPage = lockPageNumber(pages.pageSize);
-  const buffers = twoBuffers(Math.min(perRead, pages.commitSize) * pages.pageSize);
+  const ranges: PageRange[] = [];
+  for (let first = 1; first <= pages.commitSize; first += perRead) ranges.push({ first, count: perRead });
   let xor = 0n;
-  let reading: Promise<Buffer> | undefined = pages.read(1, perRead, buffers[0]);
-  for (let first = 1, k = 1; reading; first += perRead, k++) {
-    const bytes: Buffer = await reading;
-    reading = first + perRead <= pages.commitSize ? pages.read(first + perRead, perRead, buffers[k % 2]) : undefined;
-    xor ^= pageChecksumsXor(bytes, pages.pageSize, first, lockPage);
+  let i = 0;
+  for await (const bytes of readAhead(pages, ranges, Math.min(perRead, pages.commitSize) * pages.pageSize)) {
+    xor ^= pageChecksumsXor(bytes, pages.pageSize, ranges[i++]!.first, lockPage);
   }
   return xor | CHECKSUM_FLAG;
 }
 
-/** Two buffers to read into by turns: one filling while the other is used (fresh memory for every read costs page faults and GC). */
-function twoBuffers(bytes: number): [Buffer, Buffer] {
-  return [Buffer.allocUnsafeSlow(bytes), Buffer.allocUnsafeSlow(bytes)];
+interface PageRange {
+  first: number;
+  count: number;
+}
+
+/**
+ * The ranges' pages, each read while the one before is used, into two
+ * buffers by turns (fresh memory for every read costs page faults and GC):
+ * a yielded buffer holds its pages until the next one is asked for.
+ */
+async function* readAhead(pages: ImagePages, ranges: PageRange[], bufferBytes: number): AsyncGenerator<Buffer> {
+  const buffers = [Buffer.allocUnsafeSlow(bufferBytes), Buffer.allocUnsafeSlow(bufferBytes)];
+  const read = (i: number) => {
+    const reading = pages.read(ranges[i]!.first, ranges[i]!.count, buffers[i % 2]);
+    reading.catch(() => {}); // observed in its turn; a consumer that stops early leaves it unobserved
+    return reading;
+  };
+  let next = ranges.length > 0 ? read(0) : undefined;
+  for (let i = 0; next; i++) {
+    const bytes = await next;
+    next = i + 1 < ranges.length ? read(i + 1) : undefined;
+    yield bytes;
+  }
 }
 
 /** The pages of each SNAPSHOT record: runs that never contain the lock page, the last one flagged. */
@@ -130,19 +149,12 @@ export async function* streamSnapshotRecords(name: string, image: Omit<SnapshotI
   const at = { maxTxid: image.txid, postApplyChecksum: image.checksum, pageSize, commitSize: image.commitSize };
   const ranges = [...chunkRanges(pageSize, image.commitSize)];
   // The record is a copy: a buffer can be read into again once its record is out.
-  const buffers = twoBuffers(Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
-  const readChunk = (i: number) => {
-    const reading = pages.read(ranges[i]!.first, ranges[i]!.end - ranges[i]!.first + 1, buffers[i % 2]);
-    reading.catch(() => {}); // observed in its turn; a stream ended early leaves it unobserved
-    return reading;
-  };
+  const reads = readAhead(pages, ranges.map(({ first, end }) => ({ first, count: end - first + 1 })), Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
   let xor = 0n;
   let skip = 0;
-  let next = ranges.length > 0 ? readChunk(0) : undefined;
-  for (let i = 0; next; i++) {
-    const bytes = await next;
-    next = i + 1 < ranges.length ? readChunk(i + 1) : undefined;
-    const { first, last } = ranges[i]!;
+  let i = 0;
+  for await (const bytes of reads) {
+    const { first, last } = ranges[i++]!;
     if (image.unverified) xor ^= pageChecksumsXor(bytes, pageSize, first, 0); // a chunk never holds the lock page
     const record = snapshotChunkRecord(name, at, first, bytes, last, compress && skip === 0);
     if (skip > 0) skip--;

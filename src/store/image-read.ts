@@ -27,7 +27,7 @@ import { WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE } from '../sqlite/wal.js';
 import { openThroughMount } from './apply.js';
 import { readDatabaseHeader, scanWal, walPages } from './pages.js';
 
-/** Bytes per read of the backing file when the whole image is read at once. */
+/** Bytes per read call on the backing file (an image read at once is read in slices of this). */
 const READ_SLICE = 16 * 1024 * 1024;
 
 /** Pages of an image, read in ranges; close() lets go of files and locks (after reads in flight). */
