@@ -11,7 +11,8 @@
 // through the mount asks JavaScript, which is busy here.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { lockPageNumber, PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { ApplyError } from './types.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
 import { lockBefore, lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
@@ -24,9 +25,48 @@ const ROLLBACK_LOCK_BYTES = SHARED_FIRST + SHARED_SIZE - PENDING_BYTE;
 /** A lock still not granted after this long is reported (once per wait). */
 const SLOW_LOCK_MS = 5000;
 
+/**
+ * At most this many transactions are staged before their pages are
+ * written; after a stop part way through, recovery writes the pages of
+ * this many logged transactions again (recovery.ts).
+ */
+export const STAGE_LIMIT = 256;
+
 export interface PageWrite {
   pgno: number;
   data: Buffer;
+}
+
+/** Transactions' pages merged, waiting to be written (DatabaseWriter.stage). */
+interface Stage {
+  pages: Map<number, Buffer>;
+  pageSize: number;
+  /** The last staged transaction's size in pages, and the smallest any of them had. */
+  commitSize: number;
+  minCommitSize: number;
+  maxPgno: number;
+  count: number;
+}
+
+/**
+ * A transaction that changes the page size (VACUUM) must rewrite every page:
+ * one with fewer would leave a malformed file.
+ */
+export function checkPageSizeChange(tx: { pageSize: number; commitSize: number; minTxid: number; maxTxid: number; pages: readonly unknown[] }, pageSize: number, name: string): void {
+  if (!pageSize || tx.pageSize === pageSize || tx.minTxid === 1) return;
+  const needed = tx.commitSize - (lockPageNumber(tx.pageSize) <= tx.commitSize ? 1 : 0);
+  if (tx.pages.length !== needed) {
+    throw new ApplyError(`database ${name}: transaction ${tx.maxTxid} changes the page size from ${pageSize} to ${tx.pageSize} but holds ${tx.pages.length} of ${needed} pages`);
+  }
+}
+
+/** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
+export function walModeOf(tx: { pages: readonly PageWrite[] }, before: boolean): boolean {
+  return tx.pages[0]?.pgno === 1 ? tx.pages[0].data[18] === 2 && tx.pages[0].data[19] === 2 : before;
+}
+
+function emptyStage(): Stage {
+  return { pages: new Map(), pageSize: 0, commitSize: 0, minCommitSize: Infinity, maxPgno: 0, count: 0 };
 }
 
 /** The daemon's own descriptors on one database, opened through the mount. */
@@ -35,6 +75,7 @@ export class DatabaseWriter {
   private shm?: fsp.FileHandle;
   /** The database file's size as this writer left it (-1: ask the file), saving an fstat per apply. */
   private size = -1;
+  private staged = emptyStage();
 
   constructor(
     readonly name: string,
@@ -116,15 +157,58 @@ export class DatabaseWriter {
     return this.shm;
   }
 
-  /** Writes pages (ascending), one write per run of consecutive pages. */
-  writePages(pages: readonly PageWrite[], pageSize: number): void {
+  /**
+   * Stages one transaction's pages and size. Staged transactions are merged
+   * (the newest version of each page) and written by writeStaged(): a burst
+   * of transactions that each touch the same few pages costs a few writes
+   * through the mount, not a few per transaction.
+   */
+  stage(pages: readonly PageWrite[], pageSize: number, commitSize: number): void {
+    const s = this.staged;
+    if (s.count > 0 && pageSize !== s.pageSize) this.writeStaged();
+    s.pageSize = pageSize;
+    for (const p of pages) {
+      s.pages.set(p.pgno, p.data);
+      s.maxPgno = Math.max(s.maxPgno, p.pgno);
+    }
+    if (s.maxPgno > commitSize) {
+      for (const pgno of s.pages.keys()) if (pgno > commitSize) s.pages.delete(pgno);
+      s.maxPgno = commitSize;
+    }
+    s.minCommitSize = Math.min(s.minCommitSize, commitSize);
+    s.commitSize = commitSize;
+    s.count++;
+  }
+
+  /** How many transactions are staged. */
+  get stagedCount(): number {
+    return this.staged.count;
+  }
+
+  /** Writes what stage() gathered, then sets the file's size to the last staged transaction's. */
+  writeStaged(): void {
+    const s = this.staged;
+    if (s.count === 0) return;
+    this.staged = emptyStage();
+    // A shrink part way: what lay past it stays cut even where a later transaction grew the file again.
+    if (s.minCommitSize < s.commitSize) this.truncate(s.minCommitSize * s.pageSize);
+    this.writePages([...s.pages].sort((a, b) => a[0] - b[0]), s.pageSize);
+    this.truncate(s.commitSize * s.pageSize);
+  }
+
+  /** Forgets staged pages (the caller no longer trusts them). */
+  discardStaged(): void {
+    this.staged = emptyStage();
+  }
+
+  /** Writes [pgno, data] pairs (ascending), one write per run of consecutive pages. */
+  private writePages(pages: readonly [number, Buffer][], pageSize: number): void {
     const fd = this.db!.fd;
     for (let i = 0; i < pages.length; ) {
       let j = i + 1;
-      while (j < pages.length && pages[j]!.pgno === pages[j - 1]!.pgno + 1) j++;
-      const run = pages.slice(i, j).map((p) => p.data);
-      const offset = (pages[i]!.pgno - 1) * pageSize;
-      const bytes = run.length === 1 ? run[0]! : Buffer.concat(run);
+      while (j < pages.length && pages[j]![0] === pages[j - 1]![0] + 1) j++;
+      const offset = (pages[i]![0] - 1) * pageSize;
+      const bytes = j === i + 1 ? pages[i]![1] : Buffer.concat(pages.slice(i, j).map((p) => p[1]));
       writeFully(fd, bytes, offset);
       if (this.size >= 0) this.size = Math.max(this.size, offset + bytes.length);
       i = j;
@@ -145,7 +229,7 @@ export class DatabaseWriter {
   }
 
   /** Cuts the database file to `size` bytes when it is longer. */
-  truncate(size: number): void {
+  private truncate(size: number): void {
     if (this.size < 0) this.size = fs.fstatSync(this.db!.fd).size;
     if (this.size > size) fs.ftruncateSync(this.db!.fd, size);
     this.size = Math.min(this.size, size);

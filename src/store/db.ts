@@ -13,7 +13,7 @@ import { formatHex64 as hex, formatPosition, PageChecksums, pageChecksum } from 
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
-import { DatabaseWriter, moveFile } from './apply.js';
+import { checkPageSizeChange, DatabaseWriter, moveFile, STAGE_LIMIT, walModeOf } from './apply.js';
 import { imageIsRecordedState, openImageUnderLocks, type ImagePages } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
@@ -22,8 +22,6 @@ import { ApplyError, type DbContext, type Position, type ReceivedTransaction, ty
 export const DIRTY_UNIT = 512;
 /** How many recent positions a primary remembers, to name the TXID of a snapshot by its checksum. */
 const RECENT_POSITIONS = 4096;
-/** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
-const walModeOf = (tx: TransactionFile, before: boolean): boolean => (tx.pages[0]?.pgno === 1 ? tx.pages[0].data[18] === 2 && tx.pages[0].data[19] === 2 : before);
 
 export class DB extends EventEmitter {
   readonly file: string;
@@ -410,57 +408,63 @@ export class DB extends EventEmitter {
   }
 
   /**
-   * Applies consecutive transactions from the primary: each must start at
-   * this database's position (TXID and checksum), and after its pages are
-   * written the database checksum must equal its post-apply checksum, else
-   * the database is in doubt (a snapshot follows). Logged as received.
+   * Applies consecutive transactions from the primary, logged as received:
+   * each must start at this database's position, and lead to its post-apply
+   * checksum, else the database is in doubt (a snapshot follows).
    */
   async applyTransactions(items: readonly ReceivedTransaction[]): Promise<void> {
     const first = items[0]?.tx;
     if (!first) return;
     const at = this.streamPosition;
     if (first.minTxid !== at.txid + 1 || first.preApplyChecksum !== at.checksum) {
-      throw new ApplyError(
-        `database ${this.name}: transaction ${first.minTxid} has pre-apply position ${formatPosition(first.minTxid - 1, first.preApplyChecksum)}, the replica is at ${formatPosition(at.txid, at.checksum)}`,
-      );
+      const theirs = formatPosition(first.minTxid - 1, first.preApplyChecksum);
+      throw new ApplyError(`database ${this.name}: transaction ${first.minTxid} has pre-apply position ${theirs}, the replica is at ${formatPosition(at.txid, at.checksum)}`);
     }
     const writer = this.writerFor();
     const walBefore = writer.walMode();
     await writer.exclusive(walBefore, async () => {
       const walAfter = walModeOf(items[items.length - 1]!.tx, walBefore);
       if (walAfter) await writer.prepareWal();
-      for (const { tx, bytes } of items) {
-        // Checked before anything is written: a record that does not lead to
-        // its own post-apply checksum leaves the files as they were.
-        if (this.pageSize && tx.pageSize !== this.pageSize && tx.minTxid !== 1) {
-          // A new page size rewrites every page (VACUUM): a transaction with fewer would leave a malformed file.
-          const lockPage = lockPageNumber(tx.pageSize);
-          const needed = tx.commitSize - (lockPage <= tx.commitSize ? 1 : 0);
-          if (tx.pages.length !== needed) {
-            throw new ApplyError(`database ${this.name}: transaction ${tx.maxTxid} changes the page size from ${this.pageSize} to ${tx.pageSize} but holds ${tx.pages.length} of ${needed} pages`);
-          }
-        }
-        if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
-        for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
-        this.checksums.truncate(tx.commitSize);
-        if (this.checksums.checksum !== tx.postApplyChecksum) {
-          this.doubt = `transaction ${tx.maxTxid} leads to checksum ${this.checksums.checksum.toString(16)}, the primary's is ${tx.postApplyChecksum.toString(16)}`;
-          throw new ApplyError(`database ${this.name}: ${this.doubt}`, true);
-        }
-        // Logged before the pages are written: a stop in between is completed
-        // at restart by writing the logged pages again (recovery.ts).
-        this.log.appendEncoded(bytes, tx);
-        writer.writePages(tx.pages, tx.pageSize);
-        writer.truncate(tx.commitSize * tx.pageSize);
-        this.txid = tx.maxTxid;
-        this.pageSize = tx.pageSize;
-        this.commitSize = tx.commitSize;
-        this.lastCommit = new Date(tx.timestamp);
-      }
+      for (let i = 0; i < items.length; i += STAGE_LIMIT) this.applyStaged(writer, items.slice(i, i + STAGE_LIMIT));
       this.doubt = undefined; // whatever was in doubt was just rewritten from a full first transaction
       writer.finishWalState(walAfter, this.commitSize, this.pageSize);
     });
     this.afterApply();
+  }
+
+  /**
+   * Checks each transaction, logs them in one write, then writes their pages
+   * merged (a stop in between is completed at restart: recovery.ts). After a
+   * failed check, the logged ones before it are written; after any other
+   * failure the files are in doubt.
+   */
+  private applyStaged(writer: DatabaseWriter, items: readonly ReceivedTransaction[]): void {
+    try {
+      try {
+        this.log.batch(() => {
+          for (const { tx, bytes } of items) {
+            checkPageSizeChange(tx, this.pageSize, this.name);
+            if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
+            for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
+            this.checksums.truncate(tx.commitSize);
+            if (this.checksums.checksum !== tx.postApplyChecksum) {
+              this.doubt = `transaction ${tx.maxTxid} leads to checksum ${this.checksums.checksum.toString(16)}, the primary's is ${tx.postApplyChecksum.toString(16)}`;
+              throw new ApplyError(`database ${this.name}: ${this.doubt}`, true);
+            }
+            this.log.appendEncoded(bytes, tx);
+            writer.stage(tx.pages, tx.pageSize, tx.commitSize);
+            [this.txid, this.pageSize, this.commitSize, this.lastCommit] = [tx.maxTxid, tx.pageSize, tx.commitSize, new Date(tx.timestamp)];
+          }
+        });
+      } finally {
+        writer.writeStaged();
+        this.log.markApplied(this.log.last?.maxTxid ?? 0);
+      }
+    } catch (err) {
+      writer.discardStaged();
+      if (!(err instanceof ApplyError)) this.doubt ??= `applying transactions failed: ${(err as Error).message}`;
+      throw err;
+    }
   }
 
   /** Replaces the whole database with a snapshot image (a file beside the mount, already verified). */
@@ -499,11 +503,8 @@ export class DB extends EventEmitter {
     const writer = this.writerFor();
     await writer.exclusive(true, async () => {
       await writer.prepareWal();
-      for (const tx of scan.transactions) {
-        const pages = [...walPages(tx)].filter(([pgno]) => pgno <= tx.commitSize).map(([pgno, data]) => ({ pgno, data }));
-        writer.writePages(pages.sort((a, b) => a.pgno - b.pgno), this.pageSize);
-        writer.truncate(tx.commitSize * this.pageSize);
-      }
+      for (const tx of scan.transactions) writer.stage([...walPages(tx)].map(([pgno, data]) => ({ pgno, data })), this.pageSize, tx.commitSize);
+      writer.writeStaged();
       writer.finishWalState(true, this.commitSize, this.pageSize);
     });
     this.wal = undefined;

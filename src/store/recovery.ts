@@ -17,6 +17,7 @@ import { verifyChain, type TransactionFile } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import type { DB } from './db.js';
 import type { Role } from './types.js';
+import { STAGE_LIMIT } from './apply.js';
 import type { Logger } from '../log.js';
 import { allPages, applyWalTransaction, databaseFileInfo, fileState, scanWal, type FileState } from './pages.js';
 
@@ -63,17 +64,24 @@ function checkLog(db: DB, log: Logger): TransactionFile | undefined {
 
 /**
  * Replicas only (their files are the daemon's alone; a primary's changed
- * file must not be written over). A replica killed between logging a
- * transaction and writing all its pages
- * leaves the file at the transaction's pre-apply state, or part way: writing
- * the logged pages again completes it. True when that made the file match.
+ * file must not be written over). A replica logs a batch of transactions
+ * before it writes their pages; killed in between, it leaves the file at
+ * the state before them, or part way. Writing again, in order, the pages
+ * of the logged transactions after the last one noted as applied (at most
+ * STAGE_LIMIT) completes it from any of those states. True when that made
+ * the file match the log.
  */
-function redoLast(db: DB, last: TransactionFile, state: FileState): boolean {
-  if (last.pages.length === 0 || last.pageSize !== state.pageSize) return false;
+function redoLogged(db: DB, last: TransactionFile, state: FileState): boolean {
+  const applied = db.log.applied() ?? 0;
+  const redo = db.log.list.filter((e) => e.maxTxid > applied).slice(-STAGE_LIMIT);
+  if (redo.length === 0 || last.pageSize !== state.pageSize) return false;
   const fd = fs.openSync(db.file, 'r+');
   try {
-    for (const page of last.pages) fs.writeSync(fd, page.data, 0, page.data.length, (page.pgno - 1) * last.pageSize);
-    fs.ftruncateSync(fd, last.commitSize * last.pageSize);
+    for (const entry of redo) {
+      const tx = db.log.read(entry);
+      for (const page of tx.pages) fs.writeSync(fd, page.data, 0, page.data.length, (page.pgno - 1) * tx.pageSize);
+      fs.ftruncateSync(fd, tx.commitSize * tx.pageSize);
+    }
   } finally {
     fs.closeSync(fd);
   }
@@ -122,8 +130,8 @@ export function recoverDatabase(db: DB, log: Logger, role: Role = 'primary'): vo
   if (state) {
     const expected = last ? last.postApplyChecksum : undefined;
     let mismatch = expected !== state.checksums.checksum || last?.commitSize !== state.commitSize;
-    if (mismatch && role === 'replica' && last && !scan?.transactions.length && redoLast(db, last, state)) {
-      log.warn({ db: db.name, txid: last.maxTxid }, 'wrote the pages of the last logged transaction again (a stop part way through applying it)');
+    if (mismatch && role === 'replica' && last && !scan?.transactions.length && redoLogged(db, last, state)) {
+      log.warn({ db: db.name, txid: last.maxTxid }, 'wrote the pages of the last logged transactions again (a stop part way through applying them)');
       state = fileState(db.file)!;
       db.restore({ txid: last.maxTxid, pageSize: last.pageSize, commitSize: last.commitSize, checksums: state.checksums, lastCommit: new Date(last.timestamp), checksum: last.postApplyChecksum });
       mismatch = false;

@@ -20,6 +20,7 @@ export interface LogEntry {
 
 const SEGMENT_SUFFIX = '.seg';
 const BASE_FILE = 'base';
+const APPLIED_FILE = 'applied';
 
 /** Where a reset log starts: the position of the snapshot it continues from. */
 export interface LogBase {
@@ -51,6 +52,7 @@ export class TransactionLog {
   /** Records appended inside batch(), not yet written, from file offset pendingFrom. */
   private pending: Buffer[] = [];
   private pendingFrom = 0;
+  private appliedFd?: number;
 
   constructor(
     readonly dir: string,
@@ -181,6 +183,31 @@ export class TransactionLog {
     fs.renameSync(file + '.tmp', file);
     this.newSegments = true; // the directory changed: sync() makes that durable
     this.sync();
+    this.markApplied(base.txid);
+  }
+
+  /**
+   * A replica's note of the last transaction whose pages it wrote: it logs
+   * a batch of transactions before it writes their pages, and after a stop
+   * in between, recovery writes the pages of the later ones again. Not made
+   * durable: a stale note only means more is written again, and the
+   * database checksum decides in the end.
+   */
+  markApplied(txid: number): void {
+    this.appliedFd ??= fs.openSync(path.join(this.dir, APPLIED_FILE), 'w');
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(txid));
+    fs.writeSync(this.appliedFd, b, 0, 8, 0);
+  }
+
+  /** The TXID markApplied() last noted, if any. */
+  applied(): number | undefined {
+    try {
+      const b = fs.readFileSync(path.join(this.dir, APPLIED_FILE));
+      return b.length === 8 ? Number(b.readBigUInt64BE(0)) : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The position the log starts from when it was reset, if it was. */
@@ -302,6 +329,8 @@ export class TransactionLog {
 
   close(): void {
     this.closeSegment();
+    if (this.appliedFd !== undefined) fs.closeSync(this.appliedFd);
+    this.appliedFd = undefined;
   }
 
   /**

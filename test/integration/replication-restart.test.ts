@@ -1,13 +1,14 @@
 // Replicas that stop and start again: from their position when the
 // primary's log still covers it, from a snapshot when it does not; a late
 // replica gets a snapshot; a replica whose database was changed underneath
-// notices by its checksum and is re-synced.
+// notices by its checksum and is re-synced; one killed between logging
+// transactions and writing their pages completes them from its log.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { sleep, sqlite3, type JournalMode } from '../support/clients.js';
-import { checkpoint, Cluster, countLines, mountedSha256, type ClusterNode } from '../support/cluster.js';
+import { checkpoint, Cluster, countLines, mountedSha256, readPos, type ClusterNode } from '../support/cluster.js';
 
 const SNAPSHOT_APPLIED = /applied a snapshot from the primary/;
 
@@ -51,6 +52,38 @@ describe('replication: replica restarts', () => {
           assert.equal(countLines(replica, SNAPSHOT_APPLIED), 0, `no snapshot after ${signal}:\n${proc.output}`);
           if (signal === 'SIGKILL') assert.match(proc.output, /cleared a dead mount/);
         }
+      } finally {
+        await cluster.destroy();
+      }
+    });
+  }
+
+  for (const mode of ['wal', 'delete'] as const) {
+    test(`${mode}: a replica killed after logging transactions but before writing their pages writes them at restart, without a snapshot`, async () => {
+      const cluster = await Cluster.create(1);
+      try {
+        await cluster.startAll();
+        const replica = cluster.replicas[0]!;
+        const db = 'redo.db';
+        await create(cluster.primary, db, mode);
+        await commit(cluster.primary, db, mode, 5);
+        await assertSame(cluster, db, replica);
+        const backing = path.join(replica.data, 'dbs', db);
+        const marker = path.join(replica.data, 'txlog', db, 'applied');
+        const before = { file: fs.readFileSync(backing), marker: fs.readFileSync(marker) };
+        assert.equal(Number(before.marker.readBigUInt64BE(0)), Number.parseInt(readPos(replica, db).split('/')[0]!, 16), 'the marker notes the last applied TXID');
+
+        await commit(cluster.primary, db, mode, 12);
+        await assertSame(cluster, db, replica);
+        // As if killed with the last 12 transactions logged (one batch) and none of their pages written.
+        await cluster.stop(replica, 'SIGKILL');
+        fs.writeFileSync(backing, before.file);
+        fs.writeFileSync(marker, before.marker);
+
+        const proc = await cluster.start(replica);
+        await assertSame(cluster, db, replica);
+        assert.match(proc.output, /wrote the pages of the last logged transactions again/);
+        assert.equal(countLines(replica, SNAPSHOT_APPLIED), 0, proc.output);
       } finally {
         await cluster.destroy();
       }
