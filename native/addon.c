@@ -323,7 +323,7 @@ static void settle(napi_env env, pool_req *r, napi_value ok) {
   } else {
     napi_resolve_deferred(env, r->deferred, ok);
   }
-  napi_delete_async_work(env, r->work);
+  if (r->work) napi_delete_async_work(env, r->work);
   free(r->path);
   free(r);
 }
@@ -367,7 +367,15 @@ static napi_value js_lock(napi_env env, napi_callback_info info) {
   r->fd = fd;
   r->type = types[type];
   r->flag = wait;
-  return queue(env, r, lock_exec, bool_done);
+  if (wait) return queue(env, r, lock_exec, bool_done);
+  /* A lock that does not wait is answered by the kernel at once (these are
+   * its local locks: the mount has no lock operation), so it is taken here:
+   * a trip through the pool costs two thread wakeups on a busy machine. */
+  napi_value promise;
+  CHECK(napi_create_promise(env, &r->deferred, &promise));
+  lock_exec(env, r);
+  bool_done(env, napi_ok, r);
+  return promise;
 }
 
 static void invalidate_exec(napi_env env, void *data) {
