@@ -20,15 +20,6 @@ import { handoffRecord } from './handoff.js';
 const SNAPSHOT_STALL_MS = 30_000;
 /** Log bytes per WAL_SEGMENT record (a record holds whole transactions, at least one). */
 const SEGMENT_BYTES = 1024 * 1024;
-/**
- * A commit that comes within this long of the last WAL_SEGMENT sent waits
- * out the rest of it, so that under a high commit rate one record (and one
- * apply on the replica) carries several transactions; at lower rates every
- * commit goes out at once. Both sides spend most of their per-record CPU on
- * the record, not its size, and on a small machine the replica's CPU is
- * the primary's too.
- */
-const SEGMENT_COALESCE_MS = 1;
 
 export interface StreamerOptions {
   store: Store;
@@ -128,8 +119,6 @@ class Subscriber {
   private wakeUp?: () => void;
   private pendingWake = false;
   private lastWrite = Date.now();
-  /** performance.now() when the last WAL_SEGMENT went out. */
-  private lastSegment = 0;
 
   private ready = false;
 
@@ -188,7 +177,6 @@ class Subscriber {
     this.ready = true;
     while (!this.closed) {
       await this.idle();
-      await this.coalesce();
       let sentSomething = false;
       for (const db of [...store.dbs.values()]) {
         if (db.txid > (this.sent.get(db.name) ?? 0)) {
@@ -225,12 +213,6 @@ class Subscriber {
       const timer = setTimeout(done, due);
       this.wakeUp = done;
     });
-  }
-
-  /** Waits out the rest of SEGMENT_COALESCE_MS since the last segment, so commits arriving meanwhile go out together. */
-  private async coalesce(): Promise<void> {
-    const wait = this.lastSegment + SEGMENT_COALESCE_MS - performance.now();
-    if (wait > 0 && !this.closed) await new Promise((r) => setTimeout(r, wait));
   }
 
   /** Brings one database from the replica's position to the primary's: segments when the log allows, else a snapshot. */
@@ -293,7 +275,6 @@ class Subscriber {
       }
       const batch = db.log.contiguousFrom(start, SEGMENT_BYTES);
       await this.write(walSegmentRecord(db.name, splitTransactionFiles(db.log.readEncoded(batch), batch)));
-      this.lastSegment = performance.now();
       txid = batch[batch.length - 1]!.maxTxid + 1;
       this.sent.set(db.name, txid - 1);
     }
