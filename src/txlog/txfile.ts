@@ -129,39 +129,40 @@ function labelFor(source: string | undefined, minTxid?: number, maxTxid?: number
 }
 
 /** Checks shared by encode and decode, so encode never writes what decode would reject. */
-function checkHeaderRules(h: Omit<TransactionHeader, 'version' | 'compressed' | 'bodySize' | 'fileSize'>, fail: Fail): void {
+function checkHeaderRules(h: TransactionFields, pageCount: number, fail: Fail): void {
+  // Written out check by check, without arrays or spreads: this runs for every commit.
   if (!isValidPageSize(h.pageSize)) fail(`page size ${h.pageSize} is not a power of two in 512..65536`);
   if (!Number.isInteger(h.commitSize) || h.commitSize < 1 || h.commitSize > 0xffffffff) fail(`commit size ${h.commitSize} is not in 1..4294967295`);
-  for (const [what, value] of [['min TXID', h.minTxid], ['max TXID', h.maxTxid]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1) fail(`${what} ${value} is not an integer in 1..2^53-1`);
-  }
+  if (!isSafeAtLeast(h.minTxid, 1)) fail(`min TXID ${h.minTxid} is not an integer in 1..2^53-1`);
+  if (!isSafeAtLeast(h.maxTxid, 1)) fail(`max TXID ${h.maxTxid} is not an integer in 1..2^53-1`);
   if (h.maxTxid < h.minTxid) fail(`max TXID ${h.maxTxid} is below min TXID ${h.minTxid}`);
-  if (!Number.isSafeInteger(h.timestamp) || h.timestamp < 0) fail(`timestamp ${h.timestamp} is not an integer in 0..2^53-1`);
-  if (!Number.isSafeInteger(h.walFrameEnd) || h.walFrameEnd < 0) fail(`WAL frame end ${h.walFrameEnd} is not an integer in 0..2^53-1`);
-  for (const [what, value] of [['WAL salt 1', h.walSalt1], ['WAL salt 2', h.walSalt2]] as const) {
-    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) fail(`${what} ${value} is not a u32`);
-  }
-  if (typeof h.nodeId !== 'bigint' || h.nodeId < 0n || h.nodeId > U64_MAX) fail(`node id ${h.nodeId} is not a u64`);
-  if (typeof h.preApplyChecksum !== 'bigint' || h.preApplyChecksum < 0n || h.preApplyChecksum > U64_MAX) {
-    fail(`pre-apply checksum ${h.preApplyChecksum} is not a u64`);
-  }
-  if (h.pageCount > h.commitSize) fail(`page count ${h.pageCount} exceeds commit size ${h.commitSize}`);
+  if (!isSafeAtLeast(h.timestamp, 0)) fail(`timestamp ${h.timestamp} is not an integer in 0..2^53-1`);
+  if (!isSafeAtLeast(h.walFrameEnd, 0)) fail(`WAL frame end ${h.walFrameEnd} is not an integer in 0..2^53-1`);
+  if (!isU32(h.walSalt1)) fail(`WAL salt 1 ${h.walSalt1} is not a u32`);
+  if (!isU32(h.walSalt2)) fail(`WAL salt 2 ${h.walSalt2} is not a u32`);
+  if (!isU64(h.nodeId)) fail(`node id ${h.nodeId} is not a u64`);
+  if (!isU64(h.preApplyChecksum)) fail(`pre-apply checksum ${h.preApplyChecksum} is not a u64`);
+  if (pageCount > h.commitSize) fail(`page count ${pageCount} exceeds commit size ${h.commitSize}`);
   if (h.minTxid === 1) {
     // Applied to no database at all, so it must carry every page.
     const lockPage = lockPageNumber(h.pageSize);
     const needed = h.commitSize - (lockPage <= h.commitSize ? 1 : 0);
-    if (h.pageCount !== needed) fail(`min TXID 1 (a snapshot) must hold all ${needed} pages, holds ${h.pageCount}`);
+    if (pageCount !== needed) fail(`min TXID 1 (a snapshot) must hold all ${needed} pages, holds ${pageCount}`);
     if (h.preApplyChecksum !== 0n) fail(`min TXID 1 (a snapshot) has pre-apply checksum ${hex(h.preApplyChecksum)}, not 0`);
   } else if ((h.preApplyChecksum & CHECKSUM_FLAG) === 0n) {
     fail(`pre-apply checksum ${hex(h.preApplyChecksum)} lacks the flag bit`);
   }
 }
 
+const isSafeAtLeast = (v: number, min: number): boolean => Number.isSafeInteger(v) && v >= min;
+const isU32 = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+const isU64 = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
+
 /** Checks page numbers: each in 1..commitSize, not the lock page, strictly ascending. */
-function checkPageNumbers(pgnos: Iterable<number>, pageSize: number, commitSize: number, fail: Fail): void {
+function checkPageNumbers(pages: readonly TransactionPage[], pageSize: number, commitSize: number, fail: Fail): void {
   const lockPage = lockPageNumber(pageSize);
   let previous = 0;
-  for (const pgno of pgnos) {
+  for (const { pgno } of pages) {
     if (pgno === 0) fail('page number 0');
     if (pgno > commitSize) fail(`page number ${pgno} beyond commit size ${commitSize}`);
     if (pgno === lockPage) fail(`page ${pgno} is the lock page`);
@@ -227,15 +228,36 @@ function writePages(out: Buffer, offset: number, pages: TransactionPage[], pageS
 /** The uncompressed body of a small transaction before lz4: reused, since a Buffer past 4 KiB costs more to allocate than to fill. */
 const bodyScratch = Buffer.allocUnsafe(256 * 1024);
 
+/**
+ * Encoded files are cut from slabs, as Node's own pool does for buffers
+ * under 4 KiB: a separate allocation past that costs more than encoding a
+ * page. A slab is never written twice; it is freed once no file cut from
+ * it is referenced (the log drops them once written).
+ */
+const SLAB_BYTES = 256 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsed = 0;
+
+function allocEncoded(size: number): Buffer {
+  if (size > SLAB_BYTES / 4) return Buffer.allocUnsafe(size);
+  if (slabUsed + size > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const out = slab.subarray(slabUsed, slabUsed + size);
+  slabUsed += (size + 7) & ~7; // 8-byte aligned, as Node's pool keeps them
+  return out;
+}
+
 /** Encodes one transaction; throws TxFileError if it breaks any rule decoding enforces. */
 export function encodeTransaction(tx: TransactionFile, opts: { compress: boolean }): Buffer {
   const fail: Fail = failer(undefined, tx.minTxid, tx.maxTxid);
-  checkHeaderRules({ ...tx, pageCount: tx.pages.length }, fail);
+  checkHeaderRules(tx, tx.pages.length, fail);
   checkPostApply(tx.postApplyChecksum, fail);
   for (const page of tx.pages) {
     if (page.data.length !== tx.pageSize) fail(`page ${page.pgno} has ${page.data.length} bytes, page size is ${tx.pageSize}`);
   }
-  checkPageNumbers(tx.pages.map((p) => p.pgno), tx.pageSize, tx.commitSize, fail);
+  checkPageNumbers(tx.pages, tx.pageSize, tx.commitSize, fail);
   checkSnapshotChecksum(tx, fail);
 
   const rawBodySize = bodyLength(tx.pages.length, tx.pageSize);
@@ -244,11 +266,11 @@ export function encodeTransaction(tx: TransactionFile, opts: { compress: boolean
     const body = rawBodySize <= bodyScratch.length ? bodyScratch.subarray(0, rawBodySize) : Buffer.allocUnsafe(rawBodySize);
     writePages(body, 0, tx.pages, tx.pageSize);
     const packed = compressSync(body);
-    out = Buffer.allocUnsafe(TX_HEADER_SIZE + packed.length + TX_TRAILER_SIZE);
+    out = allocEncoded(TX_HEADER_SIZE + packed.length + TX_TRAILER_SIZE);
     writeHeader(out, tx, true, packed.length);
     packed.copy(out, TX_HEADER_SIZE);
   } else {
-    out = Buffer.allocUnsafe(TX_HEADER_SIZE + rawBodySize + TX_TRAILER_SIZE);
+    out = allocEncoded(TX_HEADER_SIZE + rawBodySize + TX_TRAILER_SIZE);
     writeHeader(out, tx, false, rawBodySize);
     writePages(out, TX_HEADER_SIZE, tx.pages, tx.pageSize);
   }
@@ -299,7 +321,7 @@ function parseHeader(buf: Buffer, source: string | undefined): TransactionHeader
     bodySize: readSafeU64(buf, OFF_BODY_SIZE, 'body size', fail),
     fileSize: 0,
   };
-  checkHeaderRules(header, fail);
+  checkHeaderRules(header, header.pageCount, fail);
 
   const rawBodySize = bodyLength(header.pageCount, header.pageSize);
   if (!header.compressed && header.bodySize !== rawBodySize) {
@@ -366,7 +388,7 @@ export function decodeTransaction(buf: Buffer, source?: string): TransactionFile
   for (let i = 0, offset = 0; i < header.pageCount; i++, offset += frameSize) {
     pages[i] = { pgno: body.readUInt32BE(offset), data: body.subarray(offset + 4, offset + frameSize) };
   }
-  checkPageNumbers(pages.map((p) => p.pgno), header.pageSize, header.commitSize, fail);
+  checkPageNumbers(pages, header.pageSize, header.commitSize, fail);
 
   const tx: TransactionFile = {
     pageSize: header.pageSize,
