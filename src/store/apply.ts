@@ -85,8 +85,20 @@ export class DatabaseWriter {
     private readonly files: FileControl,
   ) {}
 
+  /**
+   * The journal mode and `-wal` state the last finishWalState() left. While
+   * this node is a replica its files are the daemon's alone, so they need
+   * not be read back before each apply; forget() when that stops being so.
+   */
+  private left?: { walMode: boolean };
+
+  forget(): void {
+    this.left = undefined;
+  }
+
   /** Is the database (as it is on disk now) in WAL mode? Read from the header's version bytes. */
   walMode(): boolean {
+    if (this.left) return this.left.walMode;
     try {
       const fd = fs.openSync(this.backingPath, 'r');
       try {
@@ -244,12 +256,16 @@ export class DatabaseWriter {
   finishWalState(walMode: boolean, pageCount: number, pageSize: number): void {
     const wal = this.mountedPath + '-wal';
     const backingWal = this.backingPath + '-wal';
+    const before = this.left;
+    this.left = { walMode };
     if (!walMode) {
-      if (fs.existsSync(backingWal)) fs.unlinkSync(wal);
+      if (before?.walMode !== false && fs.existsSync(backingWal)) fs.unlinkSync(wal);
       return;
     }
-    if (!fs.existsSync(backingWal)) fs.closeSync(fs.openSync(backingWal, 'a', 0o644));
-    else if (fs.statSync(backingWal).size > 0) fs.truncateSync(wal, 0);
+    if (before?.walMode !== true) {
+      if (!fs.existsSync(backingWal)) fs.closeSync(fs.openSync(backingWal, 'a', 0o644));
+      else if (fs.statSync(backingWal).size > 0) fs.truncateSync(wal, 0);
+    }
     if (!this.shm) return; // opened by exclusive() whenever the database was in WAL mode
     const current = Buffer.alloc(SHM_HEADER_SIZE);
     fs.readSync(this.shm.fd, current, 0, SHM_HEADER_SIZE, 0);
@@ -263,6 +279,7 @@ export class DatabaseWriter {
 
   /** Removes the database and its companions (the primary deleted it). */
   removeFiles(): void {
+    this.left = undefined;
     for (const suffix of ['', '-wal', '-shm', '-journal']) {
       if (fs.existsSync(this.backingPath + suffix)) fs.unlinkSync(this.mountedPath + suffix);
     }
@@ -273,6 +290,7 @@ export class DatabaseWriter {
     await this.shm?.close().catch(() => undefined);
     this.db = this.shm = undefined;
     this.size = -1;
+    this.left = undefined;
   }
 }
 

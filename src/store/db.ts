@@ -65,6 +65,7 @@ export class DB extends EventEmitter {
    */
   attach(role: Role = this.role): void {
     this.role = role;
+    this.writer?.forget(); // its notes on the files held while they were the daemon's alone
     const f = this.ctx.files;
     const directIo = !this.ctx.cacheJournals; // the same on both roles: docs/fuse.md, "Direct I/O"
     if (role === 'primary') {
@@ -298,13 +299,7 @@ export class DB extends EventEmitter {
     this.walFd = undefined;
   }
 
-  private record(
-    pages: Map<number, Buffer>,
-    commitSize: number,
-    pageSize: number,
-    wal?: { walSalt1: number; walSalt2: number; walFrameEnd: number },
-    before: Position = this.position,
-  ): void {
+  private record(pages: Map<number, Buffer>, commitSize: number, pageSize: number, wal?: Pick<TransactionFile, 'walSalt1' | 'walSalt2' | 'walFrameEnd'>, before = this.position): void {
     if (!this.checksums || pageSize !== this.pageSize) this.checksums = new PageChecksums(pageSize);
     const lockPage = lockPageNumber(pageSize);
     const sorted = [...pages.entries()].filter(([pgno]) => pgno <= commitSize && pgno !== lockPage).sort((a, b) => a[0] - b[0]);

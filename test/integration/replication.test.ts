@@ -1,7 +1,8 @@
 // Replication with 1 primary + 2 replicas, each a `litefs mount` process:
 // commits reach the replicas byte-identical in every journal mode, replicas
 // refuse writes, name the primary and show their lag, and databases created
-// or deleted on the primary are created or deleted on the replicas.
+// or deleted on the primary are created or deleted on the replicas, and
+// replicas follow the primary through journal mode switches.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -91,6 +92,30 @@ describe('replication: 1 primary + 2 replicas', () => {
     const made = await sqlite3(path.join(cluster.replicas[0]!.mnt, 'mine.db'), 'CREATE TABLE t(x);');
     assert.notEqual(made.code, 0);
     assert.ok(!fs.existsSync(path.join(cluster.replicas[0]!.mnt, 'mine.db')));
+  });
+
+  test('journal mode switches on the primary (wal, delete, wal, truncate, persist, wal): replicas follow each', async () => {
+    const name = 'modes.db';
+    const w = new Database(path.join(cluster.primary.mnt, name));
+    w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    let rows = 0;
+    try {
+      for (const mode of ['wal', 'delete', 'wal', 'truncate', 'persist', 'wal']) {
+        w.pragma(`journal_mode=${mode}`);
+        for (let i = 0; i < 5; i++) w.prepare('INSERT INTO t(v) VALUES (?)').run(`${mode}-${i}`);
+        rows += 5;
+        await cluster.waitInSync(name);
+        for (const r of cluster.replicas) {
+          // A connection held through a switch out of WAL mode would hold the switch up (README): one per look.
+          const look = await sqlite3(path.join(r.mnt, name), 'SELECT count(*) FROM t;');
+          assert.equal(look.stdout, `${rows}\n`, `${r.name} after the switch to ${mode}: ${look.stderr}`);
+          assert.equal(fs.existsSync(path.join(r.mnt, `${name}-wal`)), mode === 'wal', `${r.name}'s -wal after the switch to ${mode}`);
+        }
+      }
+    } finally {
+      w.close();
+    }
+    await assertIdentical(cluster, name);
   });
 
   test('10k commits on several databases, random sizes, VACUUMs: replicas end byte-identical', async () => {
