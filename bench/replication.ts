@@ -28,7 +28,7 @@ const SNAPSHOT_MB = Number(process.env.BENCH_SNAPSHOT_MB ?? 1024);
 const SNAPSHOT_TIMEOUT_S = Number(process.env.BENCH_SNAPSHOT_TIMEOUT ?? Math.max(60, SNAPSHOT_MB * 0.3));
 const SYNC_TIMEOUT_MS = 60_000;
 /** The <db>-pos watcher's pause between looks in the lag test, in microseconds (0: a tight loop). */
-const POS_PAUSE_US = Number(process.env.BENCH_POS_PAUSE_US ?? 0);
+const POS_PAUSE_US = Number(process.env.BENCH_POS_PAUSE_US ?? 100);
 /** The paced reader's pause between queries in the lag test, in microseconds. */
 const READER_PAUSE_US = Number(process.env.BENCH_READER_PAUSE_US ?? 100);
 /** Which parts to run, e.g. BENCH_PHASES=2,4 (default all: 1 commits, 2 lag, 3 reads, 4 bootstrap). */
@@ -351,11 +351,13 @@ async function main(): Promise<void> {
             const row = Number(insert.run(value).lastInsertRowid);
             const after = now();
             commitMs.push(after - before);
-            const key = kind === 'pos' ? primaryTxid() : row;
+            // WAL commits are one TXID each (checked below): reading the primary's <db>-pos here would make its JavaScript thread answer after every commit, which apps do not do.
+            const key = kind === 'pos' ? baseTxid + i + 1 : row;
             const idx = key - base - 1;
             if (idx >= 0 && idx < committed.length) committed[idx] = after;
           }
           const elapsed = (now() - t0) / 1000;
+          if (primaryTxid() !== baseTxid + count) throw new Error(`lag: ${count} commits took the primary from TXID ${baseTxid} to ${primaryTxid()} (WAL commits should be one TXID each)`);
           const drain = await waitInSync(primary, replica, lagDb);
           // The watcher must also see the last commit; give it a moment.
           for (const deadline = now() + 5000; watcher.seen[count - 1] === 0 && now() < deadline; ) await sleepMs(1);
