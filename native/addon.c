@@ -1,6 +1,7 @@
 /*
  * N-API surface of the addon: mount/unmount, the per-file state JavaScript
- * sets, answers to events, cache invalidation and byte-range locks.
+ * sets, answers to events, cache invalidation and stores, and byte-range
+ * locks.
  * Blocking work (locks that wait, invalidation) runs on libuv's pool.
  */
 #include "lfs.h"
@@ -412,6 +413,34 @@ static napi_value js_invalidate(napi_env env, napi_callback_info info) {
   return queue(env, r, invalidate_exec, bool_done);
 }
 
+/* storePages(nodeId, offset, data): puts bytes the caller has already
+ * written to the backing file into the kernel's cache of the mounted file,
+ * so readers see them without a FUSE round trip. The node id is the st_ino
+ * fstat reports for a file of this mount (use_ino is off, so libfuse gives
+ * its node ids). A page the kernel does not hold whole stays for a read to
+ * fetch from the backing file. */
+static napi_value js_store_pages(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int64_t ino, off;
+  void *data;
+  size_t len;
+  if (get_args(env, info, 3, argv)) return NULL;
+  CHECK(napi_get_value_int64(env, argv[0], &ino));
+  CHECK(napi_get_value_int64(env, argv[1], &off));
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &len));
+  if (ino <= 0 || off < 0) return throw_error(env, "EINVAL", "bad node id or offset");
+  int res = -ENOTCONN;
+  pthread_rwlock_rdlock(&mount_lock);
+  if (lfs_g.fuse) {
+    struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(len);
+    bufv.buf[0].mem = data;
+    res = fuse_lowlevel_notify_store(fuse_get_session(lfs_g.fuse), (fuse_ino_t)ino, off, &bufv, 0);
+  }
+  pthread_rwlock_unlock(&mount_lock);
+  if (res < 0) return throw_errno(env, -res, "storePages");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
@@ -425,6 +454,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"takeDirtyPages", NULL, js_take_dirty, NULL, NULL, NULL, napi_default, NULL},
       {"lock", NULL, js_lock, NULL, NULL, NULL, napi_default, NULL},
       {"invalidate", NULL, js_invalidate, NULL, NULL, NULL, napi_default, NULL},
+      {"storePages", NULL, js_store_pages, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

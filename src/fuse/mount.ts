@@ -73,6 +73,11 @@ export interface FileControl {
   takeDirtyPages(name: string): Uint32Array;
   /** Drops the kernel's cached pages and attributes of a file (once mounted). */
   invalidate(name: string): Promise<void>;
+  /**
+   * Puts bytes the caller has already written to a backing file into the
+   * kernel's cache of the mounted file whose st_ino is `nodeId` (once mounted).
+   */
+  storePages(nodeId: number, offset: number, data: Buffer): void;
   /** Resolves once every notice queued so far has been handled (at most timeoutMs). */
   settled(timeoutMs?: number): Promise<void>;
   /** Notices queued and not yet handled, counting the one being handled. */
@@ -96,6 +101,9 @@ export const fileControl: FileControl = {
   },
   async invalidate(name) {
     await native().invalidate('/' + name, false);
+  },
+  storePages(nodeId, offset, data) {
+    native().storePages(nodeId, offset, data);
   },
   pendingNotices() {
     return native().pendingNotices();
@@ -227,6 +235,10 @@ export class FuseMount extends EventEmitter implements FileControl {
   /** Drops the kernel's cached pages and attributes of a file, and optionally its entry. */
   async invalidate(name: string, opts: { entry?: boolean } = {}): Promise<void> {
     await native().invalidate('/' + name, opts.entry ?? false);
+  }
+
+  storePages(nodeId: number, offset: number, data: Buffer): void {
+    fileControl.storePages(nodeId, offset, data);
   }
 
   settled(timeoutMs?: number): Promise<void> {

@@ -36,6 +36,8 @@ export interface NativeAddon {
   takeDirtyPages(path: string): Uint32Array;
   lock(fd: number, type: number, start: number, len: number, wait: boolean): Promise<boolean>;
   invalidate(path: string, entry: boolean): Promise<boolean>;
+  /** Puts bytes already written to the backing file into the kernel's cache of the mounted file with this st_ino. */
+  storePages(nodeId: number, offset: number, data: Buffer): void;
 }
 
 /** Bits of the per-file flags the addon understands (native/lfs.h). */

@@ -120,14 +120,16 @@ export class TransactionLog {
     const first = entries[0]!;
     const last = entries[entries.length - 1]!;
     const length = last.offset + last.length - first.offset;
-    const fd = fs.openSync(first.segment, 'r');
+    // The segment being appended to is open already: a replica's stream reads there after every commit.
+    const open = first.segment === this.segment ? this.fd : undefined;
+    const fd = open ?? fs.openSync(first.segment, 'r');
     try {
       const buf = Buffer.allocUnsafe(length);
       const n = fs.readSync(fd, buf, 0, length, first.offset);
       if (n !== length) throw new TxFileError(`transaction log ${path.basename(first.segment)}: ${n} of ${length} bytes at ${first.offset}`);
       return buf;
     } finally {
-      fs.closeSync(fd);
+      if (open === undefined) fs.closeSync(fd);
     }
   }
 
@@ -295,7 +297,7 @@ export class TransactionLog {
     if (this.fd !== undefined && this.unsynced.has(this.fd)) fs.fdatasyncSync(this.fd);
     this.closeSegment();
     this.segment = path.join(this.dir, segmentName(firstTxid));
-    this.fd = fs.openSync(this.segment, 'w');
+    this.fd = fs.openSync(this.segment, 'w+'); // read too: readEncoded
     this.size = 0;
     this.openedAt = Date.now();
     this.newSegments = true;
