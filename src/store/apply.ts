@@ -73,7 +73,7 @@ function emptyStage(): Stage {
   return { pages: new Map(), pageSize: 0, commitSize: 0, minCommitSize: Infinity, maxPgno: 0, count: 0 };
 }
 
-/** The daemon's own descriptors on one database, opened through the mount. */
+/** The daemon's own descriptors on one database: through the mount (locks, the -shm, truncation) and beside it (pages). */
 export class DatabaseWriter {
   private db?: fsp.FileHandle;
   private shm?: fsp.FileHandle;
@@ -179,8 +179,8 @@ export class DatabaseWriter {
   /**
    * Stages one transaction's pages and size. Staged transactions are merged
    * (the newest version of each page) and written by writeStaged(): a burst
-   * of transactions that each touch the same few pages costs a few writes
-   * through the mount, not a few per transaction.
+   * of transactions that each touch the same few pages costs a few writes,
+   * not a few per transaction.
    */
   stage(pages: readonly PageWrite[], pageSize: number, commitSize: number): void {
     const s = this.staged;
@@ -197,11 +197,6 @@ export class DatabaseWriter {
     s.minCommitSize = Math.min(s.minCommitSize, commitSize);
     s.commitSize = commitSize;
     s.count++;
-  }
-
-  /** How many transactions are staged. */
-  get stagedCount(): number {
-    return this.staged.count;
   }
 
   /** Writes what stage() gathered, then sets the file's size to the last staged transaction's. */

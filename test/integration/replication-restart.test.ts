@@ -32,18 +32,25 @@ async function assertSame(cluster: Cluster, db: string, replica: ClusterNode): P
   assert.equal(check.stdout, 'ok\n');
 }
 
+/** A primary and one replica, `db` created in `mode` with 5 commits and the same on both; then `fn`. */
+async function withSyncedReplica(mode: JournalMode, db: string, fn: (cluster: Cluster, replica: ClusterNode, db: string) => Promise<void>): Promise<void> {
+  const cluster = await Cluster.create(1);
+  try {
+    await cluster.startAll();
+    const replica = cluster.replicas[0]!;
+    await create(cluster.primary, db, mode);
+    await commit(cluster.primary, db, mode, 5);
+    await assertSame(cluster, db, replica);
+    await fn(cluster, replica, db);
+  } finally {
+    await cluster.destroy();
+  }
+}
+
 describe('replication: replica restarts', () => {
   for (const mode of ['wal', 'delete'] as const) {
-    test(`${mode}: after SIGTERM and after kill -9 a replica catches up from its position, without a snapshot`, async () => {
-      const cluster = await Cluster.create(1);
-      try {
-        await cluster.startAll();
-        const replica = cluster.replicas[0]!;
-        const db = 'restart.db';
-        await create(cluster.primary, db, mode);
-        await commit(cluster.primary, db, mode, 5);
-        await assertSame(cluster, db, replica);
-
+    test(`${mode}: after SIGTERM and after kill -9 a replica catches up from its position, without a snapshot`, () =>
+      withSyncedReplica(mode, 'restart.db', async (cluster, replica, db) => {
         for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
           await cluster.stop(replica, signal);
           await commit(cluster.primary, db, mode, 10);
@@ -52,22 +59,12 @@ describe('replication: replica restarts', () => {
           assert.equal(countLines(replica, SNAPSHOT_APPLIED), 0, `no snapshot after ${signal}:\n${proc.output}`);
           if (signal === 'SIGKILL') assert.match(proc.output, /cleared a dead mount/);
         }
-      } finally {
-        await cluster.destroy();
-      }
-    });
+      }));
   }
 
   for (const mode of ['wal', 'delete'] as const) {
-    test(`${mode}: a replica killed after logging transactions but before writing their pages writes them at restart, without a snapshot`, async () => {
-      const cluster = await Cluster.create(1);
-      try {
-        await cluster.startAll();
-        const replica = cluster.replicas[0]!;
-        const db = 'redo.db';
-        await create(cluster.primary, db, mode);
-        await commit(cluster.primary, db, mode, 5);
-        await assertSame(cluster, db, replica);
+    test(`${mode}: a replica killed after logging transactions but before writing their pages writes them at restart, without a snapshot`, () =>
+      withSyncedReplica(mode, 'redo.db', async (cluster, replica, db) => {
         const backing = path.join(replica.data, 'dbs', db);
         const marker = path.join(replica.data, 'txlog', db, 'applied');
         const before = { file: fs.readFileSync(backing), marker: fs.readFileSync(marker) };
@@ -84,10 +81,7 @@ describe('replication: replica restarts', () => {
         await assertSame(cluster, db, replica);
         assert.match(proc.output, /wrote the pages of the last logged transactions again/);
         assert.equal(countLines(replica, SNAPSHOT_APPLIED), 0, proc.output);
-      } finally {
-        await cluster.destroy();
-      }
-    });
+      }));
   }
 
   test('a replica behind the primary log\'s retention gets a snapshot; so does one that joins late', async () => {

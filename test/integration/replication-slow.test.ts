@@ -1,5 +1,6 @@
 // A subscriber that stops reading never holds up the primary's commits, and
-// when it reads again it gets every transaction, in order.
+// when it reads again it gets every transaction, in order; one that stops
+// taking a snapshot is cut off, and the snapshot's locks are let go.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -84,6 +85,54 @@ describe('replication: a slow subscriber', () => {
         next = r.maxTxid + 1;
       }
       assert.equal(next, lastTxid + 1);
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
+  test('a subscriber that stops taking a snapshot is cut off after 30 s; commits go on meanwhile, and the snapshot\'s locks are let go', async () => {
+    const cluster = await Cluster.create(0);
+    try {
+      await cluster.start(cluster.primary);
+      const file = path.join(cluster.primary.mnt, 'stall.db');
+      const db = new Database(file);
+      db.pragma('journal_mode=wal');
+      db.exec('CREATE TABLE t(v BLOB)');
+      // ~24 MB: far more than the socket buffers between the two ends hold.
+      db.transaction(() => {
+        const insert = db.prepare('INSERT INTO t VALUES (randomblob(2000))');
+        for (let i = 0; i < 12_000; i++) insert.run();
+      })();
+
+      // A new subscriber gets a snapshot; this one reads nothing of it.
+      const sock = net.connect({ host: '127.0.0.1', port: cluster.primary.port });
+      await new Promise((r) => sock.once('connect', r));
+      sock.pause();
+      const closed = new Promise<void>((r) => sock.once('close', () => r()));
+      const body = JSON.stringify({ hostname: 'stalled', positions: {} });
+      const asked = Date.now();
+      sock.write(`POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+
+      // The snapshot holds SQLite's checkpoint lock while it goes out: commits carry on in the WAL.
+      const insert = db.prepare('INSERT INTO t VALUES (randomblob(100))');
+      for (let i = 0; i < 200; i++) insert.run();
+      const committed = Date.now();
+
+      // The primary cuts it off (the bytes it had sent still sit in the socket buffers, unread).
+      const cutOff = /the replica took no snapshot bytes for too long; closing its stream/;
+      while (!cutOff.test(cluster.primary.proc!.output)) {
+        assert.ok(Date.now() - asked < 45_000, 'the stalled stream is still open after 45 s');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const end = Date.now();
+      assert.ok(end - asked >= 29_000, `cut off after ${end - asked} ms, before the stall timeout`);
+      assert.ok(committed < end, 'the commits waited for the stalled stream to be cut off');
+      sock.resume(); // what was sent drains, then the stream ends
+      await closed;
+      // The locks are let go: a full checkpoint completes (busy = 0).
+      assert.deepEqual(db.pragma('wal_checkpoint(TRUNCATE)'), [{ busy: 0, log: 0, checkpointed: 0 }]);
+      assert.equal((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n, 12_200);
+      db.close();
     } finally {
       await cluster.destroy();
     }
