@@ -1,7 +1,8 @@
 // Long-lived readers on a replica (the sqlite3 CLI held open, Python's
 // sqlite3 held open, better-sqlite3) see every new commit while the primary
 // writes continuously, and never get an error: no malformed database, no
-// stale read once the replica's position shows the commit.
+// stale read once the replica's position shows the commit; so does a reader
+// that maps the file, on pages smaller than the kernel's.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -120,6 +121,34 @@ describe('replication: long-lived readers on a replica', () => {
         // Reported, not asserted: timing belongs to bench/replication on a shared machine.
         console.log(`# ${mode} ${label}: commit→visible p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${sorted[sorted.length - 1]!.toFixed(1)} ms`);
       }
+    });
+  }
+
+  // Replicas store written pages into the kernel's page cache: with 1 KiB pages a store covers part of
+  // a kernel page, and a reader that maps the file reads that cache directly.
+  for (const mode of ['wal', 'delete'] as const) {
+    test(`${mode}: a held reader that maps the file (mmap_size), on 1 KiB pages, sees each commit whole`, async () => {
+      const name = `mmap-${mode}.db`;
+      const writer = new Database(path.join(cluster.primary.mnt, name));
+      writer.pragma('page_size=1024');
+      writer.pragma(`journal_mode=${mode}`);
+      writer.exec('CREATE TABLE t(x INTEGER, v BLOB)');
+      await cluster.waitInSync(name);
+      const reader = new Database(path.join(cluster.replicas[0]!.mnt, name), { readonly: true, timeout: 5000 });
+      reader.pragma('mmap_size=268435456');
+      const look = reader.prepare('SELECT count(*) AS n, coalesce(sum(length(v)), 0) AS bytes, coalesce(max(x), 0) AS top FROM t');
+      try {
+        for (let k = 1; k <= 60; k++) {
+          writer.prepare('INSERT INTO t VALUES (?, randomblob(?))').run(k, 100 + (k % 7) * 700); // some rows span pages
+          await cluster.waitInSync(name);
+          assert.deepEqual(look.get(), { n: k, bytes: Array.from({ length: k }, (_, i) => 100 + ((i + 1) % 7) * 700).reduce((a, b) => a + b, 0), top: k });
+        }
+      } finally {
+        reader.close();
+        writer.close();
+      }
+      const check = await sqlite3(path.join(cluster.replicas[0]!.mnt, name), 'PRAGMA integrity_check;');
+      assert.equal(check.stdout, 'ok\n');
     });
   }
 });
