@@ -10,22 +10,38 @@ import Database from 'better-sqlite3';
 import { Cluster } from '../support/cluster.js';
 import { RecordReader, RecordType, decodeWalSegment, type StreamRecord } from '../../src/replication/records.js';
 
+/** A primary alone (stopped by cluster.destroy()), with `name` in WAL mode holding an empty table t(v BLOB). */
+async function primaryWith(name: string): Promise<{ cluster: Cluster; file: string; db: Database.Database }> {
+  const cluster = await Cluster.create(0);
+  try {
+    await cluster.start(cluster.primary);
+    const file = path.join(cluster.primary.mnt, name);
+    const db = new Database(file);
+    db.pragma('journal_mode=wal');
+    db.exec('CREATE TABLE t(v BLOB)');
+    return { cluster, file, db };
+  } catch (err) {
+    await cluster.destroy();
+    throw err;
+  }
+}
+
+/** A raw POST /stream with no positions whose socket reads nothing until resumed. */
+async function pausedSubscriber(port: number, hostname: string): Promise<net.Socket> {
+  const sock = net.connect({ host: '127.0.0.1', port });
+  await new Promise((r) => sock.once('connect', r));
+  sock.pause();
+  const body = JSON.stringify({ hostname, positions: {} });
+  sock.write(`POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  return sock;
+}
+
 describe('replication: a slow subscriber', () => {
   test('a stalled stream does not block commits; resumed, it delivers every transaction', async () => {
-    const cluster = await Cluster.create(0);
+    const { cluster, file, db } = await primaryWith('slow.db');
     try {
-      await cluster.start(cluster.primary);
-      const file = path.join(cluster.primary.mnt, 'slow.db');
-      const db = new Database(file);
-      db.pragma('journal_mode=wal');
-      db.exec('CREATE TABLE t(v BLOB)');
-
-      // A raw HTTP client with a tiny receive window that reads nothing for now.
-      const sock = net.connect({ host: '127.0.0.1', port: cluster.primary.port });
-      await new Promise((r) => sock.once('connect', r));
-      sock.pause();
-      const body = JSON.stringify({ hostname: 'slow', positions: {} });
-      sock.write(`POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      // A raw HTTP client that reads nothing for now.
+      const sock = await pausedSubscriber(cluster.primary.port, 'slow');
 
       // Far more than socket buffers hold: the primary must not wait for the reader.
       const insert = db.prepare('INSERT INTO t VALUES (randomblob(2000))');
@@ -91,13 +107,8 @@ describe('replication: a slow subscriber', () => {
   });
 
   test('a subscriber that stops taking a snapshot is cut off after 30 s; commits go on meanwhile, and the snapshot\'s locks are let go', async () => {
-    const cluster = await Cluster.create(0);
+    const { cluster, db } = await primaryWith('stall.db');
     try {
-      await cluster.start(cluster.primary);
-      const file = path.join(cluster.primary.mnt, 'stall.db');
-      const db = new Database(file);
-      db.pragma('journal_mode=wal');
-      db.exec('CREATE TABLE t(v BLOB)');
       // ~24 MB: far more than the socket buffers between the two ends hold.
       db.transaction(() => {
         const insert = db.prepare('INSERT INTO t VALUES (randomblob(2000))');
@@ -105,13 +116,9 @@ describe('replication: a slow subscriber', () => {
       })();
 
       // A new subscriber gets a snapshot; this one reads nothing of it.
-      const sock = net.connect({ host: '127.0.0.1', port: cluster.primary.port });
-      await new Promise((r) => sock.once('connect', r));
-      sock.pause();
-      const closed = new Promise<void>((r) => sock.once('close', () => r()));
-      const body = JSON.stringify({ hostname: 'stalled', positions: {} });
       const asked = Date.now();
-      sock.write(`POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      const sock = await pausedSubscriber(cluster.primary.port, 'stalled');
+      const closed = new Promise<void>((r) => sock.once('close', () => r()));
 
       // The snapshot holds SQLite's checkpoint lock while it goes out: commits carry on in the WAL.
       const insert = db.prepare('INSERT INTO t VALUES (randomblob(100))');
