@@ -416,9 +416,8 @@ export class DB extends EventEmitter {
       throw new ApplyError(`database ${this.name}: transaction ${first.minTxid} has pre-apply position ${theirs}, the replica is at ${formatPosition(at.txid, at.checksum)}`);
     }
     const writer = this.writerFor();
-    const walBefore = writer.walMode();
-    await writer.exclusive(walBefore, async () => {
-      const walAfter = walModeOf(items[items.length - 1]!.tx, walBefore);
+    await writer.exclusive(writer.walMode(), async () => {
+      const walAfter = walModeOf(items[items.length - 1]!.tx, writer.walMode());
       if (walAfter) await writer.prepareWal();
       for (let i = 0; i < items.length; i += STAGE_LIMIT) this.applyStaged(writer, items.slice(i, i + STAGE_LIMIT));
       this.doubt = undefined; // whatever was in doubt was just rewritten from a full first transaction
@@ -434,32 +433,38 @@ export class DB extends EventEmitter {
    * failure the files are in doubt.
    */
   private applyStaged(writer: DatabaseWriter, items: readonly ReceivedTransaction[]): void {
+    let failure: unknown;
     try {
-      try {
-        this.log.batch(() => {
-          for (const { tx, bytes } of items) {
-            checkPageSizeChange(tx, this.pageSize, this.name);
-            if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
-            for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
-            this.checksums.truncate(tx.commitSize);
-            if (this.checksums.checksum !== tx.postApplyChecksum) {
-              this.doubt = `transaction ${tx.maxTxid} leads to checksum ${this.checksums.checksum.toString(16)}, the primary's is ${tx.postApplyChecksum.toString(16)}`;
-              throw new ApplyError(`database ${this.name}: ${this.doubt}`, true);
-            }
-            this.log.appendEncoded(bytes, tx);
-            writer.stage(tx.pages, tx.pageSize, tx.commitSize);
-            [this.txid, this.pageSize, this.commitSize, this.lastCommit] = [tx.maxTxid, tx.pageSize, tx.commitSize, new Date(tx.timestamp)];
+      this.log.batch(() => {
+        for (const { tx, bytes } of items) {
+          checkPageSizeChange(tx, this.pageSize, this.name);
+          if (!this.checksums || tx.pageSize !== this.pageSize || tx.minTxid === 1) this.checksums = new PageChecksums(tx.pageSize);
+          for (const page of tx.pages) this.checksums.set(page.pgno, page.data);
+          this.checksums.truncate(tx.commitSize);
+          if (this.checksums.checksum !== tx.postApplyChecksum) {
+            this.doubt = `transaction ${tx.maxTxid} leads to checksum ${this.checksums.checksum.toString(16)}, the primary's is ${tx.postApplyChecksum.toString(16)}`;
+            throw new ApplyError(`database ${this.name}: ${this.doubt}`, true);
           }
-        });
-      } finally {
-        writer.writeStaged();
+          this.log.appendEncoded(bytes, tx);
+          writer.stage(tx.pages, tx.pageSize, tx.commitSize);
+          [this.txid, this.pageSize, this.commitSize, this.lastCommit] = [tx.maxTxid, tx.pageSize, tx.commitSize, new Date(tx.timestamp)];
+        }
+      });
+    } catch (err) {
+      failure = err;
+    }
+    try {
+      if (failure === undefined || failure instanceof ApplyError) {
+        writer.writeStaged(); // what passed its checks is logged
         this.log.markApplied(this.log.last?.maxTxid ?? 0);
       }
     } catch (err) {
-      writer.discardStaged();
-      if (!(err instanceof ApplyError)) this.doubt ??= `applying transactions failed: ${(err as Error).message}`;
-      throw err;
+      failure = err;
     }
+    writer.discardStaged();
+    if (failure === undefined) return;
+    if (!(failure instanceof ApplyError)) this.doubt ??= `applying transactions failed: ${(failure as Error).message}`;
+    throw failure;
   }
 
   /** Replaces the whole database with a snapshot image (a file beside the mount, already verified). */
