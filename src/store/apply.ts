@@ -48,7 +48,6 @@ interface Stage {
   /** The last staged transaction's size in pages, and the smallest any of them had. */
   commitSize: number;
   minCommitSize: number;
-  maxPgno: number;
   count: number;
 }
 
@@ -70,7 +69,7 @@ export function walModeOf(tx: { pages: readonly PageWrite[] }, before: boolean):
 }
 
 function emptyStage(): Stage {
-  return { pages: new Map(), pageSize: 0, commitSize: 0, minCommitSize: Infinity, maxPgno: 0, count: 0 };
+  return { pages: new Map(), pageSize: 0, commitSize: 0, minCommitSize: Infinity, count: 0 };
 }
 
 /** The daemon's own descriptors on one database: through the mount (locks, the -shm, truncation) and beside it (pages). */
@@ -183,17 +182,12 @@ export class DatabaseWriter {
    * not a few per transaction.
    */
   stage(pages: readonly PageWrite[], pageSize: number, commitSize: number): void {
+    if (this.staged.count > 0 && pageSize !== this.staged.pageSize) this.writeStaged(); // a new, empty stage follows
     const s = this.staged;
-    if (s.count > 0 && pageSize !== s.pageSize) this.writeStaged();
     s.pageSize = pageSize;
-    for (const p of pages) {
-      s.pages.set(p.pgno, p.data);
-      s.maxPgno = Math.max(s.maxPgno, p.pgno);
-    }
-    if (s.maxPgno > commitSize) {
-      for (const pgno of s.pages.keys()) if (pgno > commitSize) s.pages.delete(pgno);
-      s.maxPgno = commitSize;
-    }
+    // Staged pages all lie within the last size: only a shrink leaves some beyond the new one.
+    if (s.count > 0 && commitSize < s.commitSize) for (const pgno of s.pages.keys()) if (pgno > commitSize) s.pages.delete(pgno);
+    for (const p of pages) if (p.pgno <= commitSize) s.pages.set(p.pgno, p.data);
     s.minCommitSize = Math.min(s.minCommitSize, commitSize);
     s.commitSize = commitSize;
     s.count++;

@@ -173,9 +173,7 @@ function checkPageNumbers(pages: readonly TransactionPage[], pageSize: number, c
 }
 
 function checkPostApply(postApplyChecksum: bigint, fail: Fail): void {
-  if (typeof postApplyChecksum !== 'bigint' || postApplyChecksum < 0n || postApplyChecksum > U64_MAX) {
-    fail(`post-apply checksum ${postApplyChecksum} is not a u64`);
-  }
+  if (!isU64(postApplyChecksum)) fail(`post-apply checksum ${postApplyChecksum} is not a u64`);
   if ((postApplyChecksum & CHECKSUM_FLAG) === 0n) fail(`post-apply checksum ${hex(postApplyChecksum)} lacks the flag bit`);
 }
 
