@@ -16,6 +16,8 @@ export interface LogEntry {
   minTxid: number;
   maxTxid: number;
   timestamp: number;
+  /** A stream record or backup object holds one page size: a change starts a new one (contiguousFrom). */
+  pageSize: number;
 }
 
 const SEGMENT_SUFFIX = '.seg';
@@ -98,7 +100,7 @@ export class TransactionLog {
           if (offset + header.fileSize > bytes.length) throw new TxFileError(`truncated: ${bytes.length - offset} of ${header.fileSize} bytes`);
           const tx = decodeTransaction(bytes.subarray(offset, offset + header.fileSize), `${path.basename(segment)}@${offset}`);
           check(tx);
-          this.entries.push({ segment, offset, length: header.fileSize, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp });
+          this.entries.push({ segment, offset, length: header.fileSize, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp, pageSize: tx.pageSize });
           offset += header.fileSize;
         } catch (err) {
           const message = (err as Error).message;
@@ -138,14 +140,18 @@ export class TransactionLog {
     return decodeTransactionHeader(this.readEncoded([{ ...entry, length: TX_HEADER_SIZE }]), `${path.basename(entry.segment)}@${entry.offset}`);
   }
 
-  /** Entries from index `start` that lie back to back in one segment file, up to `maxBytes` (at least one): one read gets them all. */
+  /**
+   * Entries from index `start` that lie back to back in one segment file,
+   * with one page size, up to `maxBytes` (at least one): one read gets them
+   * all, and they make one WAL_SEGMENT (docs/protocol.md).
+   */
   contiguousFrom(start: number, maxBytes: number): LogEntry[] {
     const batch = [this.entries[start]!];
     let bytes = batch[0]!.length;
     for (let i = start + 1; i < this.entries.length; i++) {
       const e = this.entries[i]!;
       const prev = batch[batch.length - 1]!;
-      if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || bytes + e.length > maxBytes) break;
+      if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || e.pageSize !== prev.pageSize || bytes + e.length > maxBytes) break;
       batch.push(e);
       bytes += e.length;
     }
@@ -261,7 +267,7 @@ export class TransactionLog {
   }
 
   /** Appends a transaction file already encoded (a replica stores the primary's bytes as they came). */
-  appendEncoded(bytes: Buffer, tx: { minTxid: number; maxTxid: number; timestamp: number }): LogEntry {
+  appendEncoded(bytes: Buffer, tx: Pick<LogEntry, 'minTxid' | 'maxTxid' | 'timestamp' | 'pageSize'>): LogEntry {
     const last = this.last;
     if (last && tx.minTxid !== last.maxTxid + 1) {
       throw new TxFileError(`transaction ${tx.minTxid} does not follow ${last.maxTxid} in ${this.dir}`);
@@ -275,7 +281,7 @@ export class TransactionLog {
     this.pending.push(bytes);
     this.size += bytes.length;
     this.unsynced.add(this.fd!);
-    const entry = { segment: this.segment!, offset, length: bytes.length, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp };
+    const entry = { segment: this.segment!, offset, length: bytes.length, minTxid: tx.minTxid, maxTxid: tx.maxTxid, timestamp: tx.timestamp, pageSize: tx.pageSize };
     this.entries.push(entry);
     if (this.batching === 0) this.flush(); // outside a batch, a batch of one
     return entry;

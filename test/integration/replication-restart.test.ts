@@ -84,6 +84,20 @@ describe('replication: replica restarts', () => {
       }));
   }
 
+  test('a replica catching up over a page size change (VACUUM) between other transactions ends byte-identical, without a snapshot', () =>
+    withSyncedReplica('delete', 'pagesize.db', async (cluster, replica, db) => {
+      await cluster.stop(replica);
+      // Arrives in one stream record on reconnect: commits, the page size change, more commits.
+      await commit(cluster.primary, db, 'delete', 3);
+      const vacuum = await sqlite3(path.join(cluster.primary.mnt, db), 'PRAGMA page_size=8192; VACUUM;');
+      assert.equal(vacuum.code, 0, vacuum.stderr);
+      await commit(cluster.primary, db, 'delete', 3);
+      const proc = await cluster.start(replica);
+      await assertSame(cluster, db, replica);
+      assert.equal((await sqlite3(path.join(replica.mnt, db), 'PRAGMA page_size;')).stdout, '8192\n');
+      assert.equal(countLines(replica, SNAPSHOT_APPLIED), 0, proc.output);
+    }));
+
   test('a replica behind the primary log\'s retention gets a snapshot; so does one that joins late', async () => {
     // Segments start every 300 ms and are kept for 1 s: a replica away for 3 s is behind.
     const cluster = await Cluster.create(2, { dataExtra: '  retention: 1s\n  retention-monitor-interval: 300ms\n' });
