@@ -58,6 +58,7 @@ async function mergeWindow(ctx: CompactionContext, segments: SegmentInfo[], star
   if (!chain || chain.reduce((n, s) => n + s.size, 0) > MAX_MERGED_BYTES) return undefined;
 
   const files = await readChain(ctx, chain);
+  if (!files) return undefined;
   const first = chain[0]!;
   const last = chain[chain.length - 1]!;
   let merged = first;
@@ -93,8 +94,13 @@ function windowChain(inside: SegmentInfo[]): SegmentInfo[] | undefined {
   return inside.every((s) => s.maxTxid <= endTxid) ? chain : undefined;
 }
 
-/** Downloads (a few at a time) and verifies the chain's objects; their transaction files, in order. */
-async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<SegmentFile[]> {
+/**
+ * Downloads (a few at a time) and verifies the chain's objects; their
+ * transaction files, in order. Undefined when the page size changes along
+ * the chain (a VACUUM to another page size): one object holds one page
+ * size, so such a window stays as it is.
+ */
+async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<SegmentFile[] | undefined> {
   const bodies: Buffer[] = new Array(chain.length);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(PARALLEL_GETS, chain.length) }, async () => {
@@ -105,13 +111,14 @@ async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<
     }
   }));
   const files: SegmentFile[] = [];
-  chain.forEach((s, i) => {
+  for (const [i, s] of chain.entries()) {
     const label = `${ctx.objects.label}/${s.key}`;
     const own = segmentObjectFiles(label, ctx.db, parseObjectName(s.key)!, bodies[i]!);
     const prev = files[files.length - 1];
+    if (prev && prev.pageSize !== own[0]!.pageSize) return undefined;
     if (prev) checkFollows(label, prev, own[0]!);
     files.push(...own);
-  });
+  }
   return files;
 }
 
@@ -121,7 +128,6 @@ async function readChain(ctx: CompactionContext, chain: SegmentInfo[]): Promise<
  * not left to walSegmentRecord, so the error names the object to look at.
  */
 function checkFollows(label: string, prev: SegmentFile, next: SegmentFile): void {
-  if (next.pageSize !== prev.pageSize) throw new BackupObjectError(`${label}: page size ${next.pageSize}, the object before it has ${prev.pageSize}`);
   try {
     verifyChain(prev, next);
   } catch (err) {

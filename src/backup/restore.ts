@@ -13,7 +13,7 @@ import fsp, { type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { lockPageNumber } from '../sqlite/dbheader.js';
+import { lockPageNumber, pagesOfWholeDatabase } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, PageChecksums, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { planRestore, readCatalog, RestorePlanError, type RestorePlan, type RestoreTarget, type SegmentInfo } from './catalog.js';
@@ -252,8 +252,8 @@ class Restorer {
   /** Verifies the segment's transactions against the running checksums and adds the pages they leave to the batch. */
   private applySegment(seg: SegmentInfo, decoded: DecodedTransaction[], batch: PendingWrites): void {
     const label = this.label(seg.key);
-    const sums = this.sums!;
     for (const { tx } of decoded) {
+      let sums = this.sums!;
       if (tx.maxTxid <= this.txid) continue; // an overlapping object's older part
       if (this.stopsBefore(tx, label)) {
         this.done = true;
@@ -263,8 +263,14 @@ class Restorer {
         throw new BackupObjectError(`${label}: TXID ${hex(tx.minTxid)} (${tx.minTxid}): ${what}`);
       };
       if (tx.minTxid !== this.txid + 1) fail(`does not follow TXID ${hex(this.txid)} (${this.txid}), the database's position`);
-      if (tx.pageSize !== sums.pageSize) fail(`page size ${tx.pageSize}, the database's is ${sums.pageSize}`);
       if (tx.preApplyChecksum !== sums.checksum) fail(`pre-apply checksum ${hex(tx.preApplyChecksum)} differs from the database's ${hex(sums.checksum)}`);
+      if (tx.pageSize !== sums.pageSize) {
+        // A VACUUM to another page size: the transaction is the whole database, which starts again from it.
+        const needed = pagesOfWholeDatabase(tx.pageSize, tx.commitSize);
+        if (tx.pages.length !== needed) fail(`changes the page size from ${sums.pageSize} to ${tx.pageSize} but holds ${tx.pages.length} of ${needed} pages`);
+        sums = this.sums = new PageChecksums(tx.pageSize);
+        batch.replaceAll();
+      }
       for (const page of tx.pages) {
         sums.set(page.pgno, page.data);
         batch.write(page.pgno, page.data);
@@ -335,6 +341,13 @@ class PendingWrites {
   write(pgno: number, data: Buffer): void {
     this.pages.set(pgno, data);
     this.applied += data.length;
+  }
+
+  /** Everything before goes: the file is cut to nothing, then takes the pages that follow. */
+  replaceAll(): void {
+    this.pages.clear();
+    this.lowest = 0;
+    this.size = 0;
   }
 
   truncate(size: number): void {

@@ -105,3 +105,8 @@ export function isWalModeHeader(header: DbHeader): boolean {
 export function lockPageNumber(pageSize: number): number {
   return Math.floor(PENDING_BYTE / pageSize) + 1;
 }
+
+/** The pages a database of `commitSize` pages holds: all but the lock page (what a transaction changing the page size must carry). */
+export function pagesOfWholeDatabase(pageSize: number, commitSize: number): number {
+  return commitSize - (lockPageNumber(pageSize) <= commitSize ? 1 : 0);
+}

@@ -13,7 +13,7 @@
 // through the mount asks JavaScript, which is busy here.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { lockPageNumber, PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
+import { pagesOfWholeDatabase, PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { ApplyError } from './types.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
 import { lockBefore, lockRange } from '../fuse/locks.js';
@@ -57,7 +57,7 @@ interface Stage {
  */
 export function checkPageSizeChange(tx: { pageSize: number; commitSize: number; minTxid: number; maxTxid: number; pages: readonly unknown[] }, pageSize: number, name: string): void {
   if (!pageSize || tx.pageSize === pageSize || tx.minTxid === 1) return;
-  const needed = tx.commitSize - (lockPageNumber(tx.pageSize) <= tx.commitSize ? 1 : 0);
+  const needed = pagesOfWholeDatabase(tx.pageSize, tx.commitSize);
   if (tx.pages.length !== needed) {
     throw new ApplyError(`database ${name}: transaction ${tx.maxTxid} changes the page size from ${pageSize} to ${tx.pageSize} but holds ${tx.pages.length} of ${needed} pages`);
   }

@@ -17,7 +17,7 @@ import { DirectoryObjectStore } from '../../src/backup/directory.js';
 import { BackupLayout, newGenerationId } from '../../src/backup/layout.js';
 import { encodeSegmentObject, encodeSnapshotObject } from '../../src/backup/objects.js';
 import { memoryImagePages } from '../../src/store/image-read.js';
-import { lockPageNumber } from '../../src/sqlite/dbheader.js';
+import { decodePageSize, lockPageNumber } from '../../src/sqlite/dbheader.js';
 import { PageChecksums } from '../../src/txlog/checksum.js';
 import { imageChecksum } from './fake-primary.js';
 import { encodeTransaction, type SegmentFile, type TransactionFile } from '../../src/txlog/txfile.js';
@@ -34,7 +34,8 @@ export const sha256 = (b: Buffer): string => createHash('sha256').update(b).dige
 
 /** A database's history: the file after each TXID and the transaction that got there (index = TXID; index 0 is the empty file). */
 export interface History {
-  pageSize: number;
+  /** The page size after each TXID (index 0: the one asked for). */
+  pageSizes: number[];
   images: Buffer[];
   txs: TransactionFile[];
   /** The transactions as lz4 transaction files, ready for a segment object. */
@@ -58,9 +59,8 @@ export function buildHistory(dir: string, opts: { wal: boolean; pageSize: number
   const conn = new Database(file);
   conn.pragma(`page_size = ${opts.pageSize}`);
   conn.pragma(`journal_mode = ${opts.wal ? 'wal' : 'delete'}`);
-  const h: History = { pageSize: opts.pageSize, images: [Buffer.alloc(0)], txs: [undefined!], files: [undefined!], times: [T0] };
-  const sums = new PageChecksums(opts.pageSize);
-  const lockPage = lockPageNumber(opts.pageSize);
+  const h: History = { pageSizes: [opts.pageSize], images: [Buffer.alloc(0)], txs: [undefined!], files: [undefined!], times: [T0] };
+  let sums = new PageChecksums(opts.pageSize);
   for (const sql of steps) {
     conn.exec(sql);
     if (opts.wal) conn.pragma('wal_checkpoint(TRUNCATE)'); // so the main file holds the commit
@@ -68,20 +68,26 @@ export function buildHistory(dir: string, opts: { wal: boolean; pageSize: number
     const prev = h.images[h.images.length - 1]!;
     const txid = h.images.length;
     const pre = txid === 1 ? 0n : sums.checksum;
-    const commitSize = image.length / opts.pageSize;
+    const pageSize = decodePageSize(image.readUInt16BE(16));
+    // A VACUUM to another page size rewrites every page: the transaction holds them all.
+    const resized = pageSize !== h.pageSizes[txid - 1];
+    if (resized) sums = new PageChecksums(pageSize);
+    const lockPage = lockPageNumber(pageSize);
+    const commitSize = image.length / pageSize;
     const pages = [];
     for (let pgno = 1; pgno <= commitSize; pgno++) {
-      const page = image.subarray((pgno - 1) * opts.pageSize, pgno * opts.pageSize);
-      if (pgno === lockPage || page.equals(prev.subarray((pgno - 1) * opts.pageSize, pgno * opts.pageSize))) continue;
+      const page = image.subarray((pgno - 1) * pageSize, pgno * pageSize);
+      if (pgno === lockPage || (!resized && page.equals(prev.subarray((pgno - 1) * pageSize, pgno * pageSize)))) continue;
       pages.push({ pgno, data: Buffer.from(page) });
       sums.set(pgno, page);
     }
     sums.truncate(commitSize);
-    assert.equal(sums.checksum, imageChecksum(image, opts.pageSize));
+    assert.equal(sums.checksum, imageChecksum(image, pageSize));
     const tx: TransactionFile = {
-      pageSize: opts.pageSize, commitSize, minTxid: txid, maxTxid: txid, timestamp: commitTime(txid), preApplyChecksum: pre,
+      pageSize, commitSize, minTxid: txid, maxTxid: txid, timestamp: commitTime(txid), preApplyChecksum: pre,
       postApplyChecksum: sums.checksum, nodeId: 1n, walSalt1: 0, walSalt2: 0, walFrameEnd: 0, pages,
     };
+    h.pageSizes.push(pageSize);
     h.images.push(image);
     h.txs.push(tx);
     h.files.push(segmentFile(tx));
@@ -141,7 +147,8 @@ export class BackupBucket {
   }
 
   async snapshot(txid: number, uploadedAt = uploadTime(txid)): Promise<string> {
-    const { images, pageSize, times } = this.h;
+    const { images, times } = this.h;
+    const pageSize = this.h.pageSizes[txid]!;
     const pages = memoryImagePages(images[txid]!, pageSize);
     const image = { pages, txid, checksum: imageChecksum(images[txid]!, pageSize), pageSize, commitSize: pages.commitSize, timestamp: times[txid]! };
     return this.put(this.layout.snapshotKey(DB, this.gen, txid), await encodeSnapshotObject(DB, image), uploadedAt);

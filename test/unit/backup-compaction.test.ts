@@ -205,6 +205,41 @@ describe('compaction', () => {
   }
 });
 
+describe('a page size change (VACUUM to 4096-byte pages at TXID 200)', () => {
+  const RESIZED = 200;
+  const END = 520;
+  let resized: History;
+  before(() => {
+    const dir = fs.mkdtempSync(path.join(scratch, 'resized-'));
+    resized = buildHistory(dir, { wal: false, pageSize: 1024 }, steps(END).map((sql, i) => (i + 1 === RESIZED ? 'PRAGMA page_size = 4096; VACUUM;' : sql)));
+    assert.deepEqual([resized.pageSizes[RESIZED - 1], resized.pageSizes[RESIZED]], [1024, 4096]);
+  });
+
+  test('the window it falls in stays as it is, later ones merge, and restores on either side are exact', async () => {
+    const b = BackupBucket.inside(scratch, resized);
+    await b.standard(1);
+    assert.equal((await compactWindows(context(b), (await generation(b)).segments, 0, END)).merged, 1);
+    assert.deepEqual(ranges(await generation(b)), [...singles(2, 256), [257, 512], ...singles(513, END)]);
+    for (const txid of [RESIZED - 1, RESIZED, RESIZED + 1, 300, END]) {
+      const output = path.join(fs.mkdtempSync(path.join(scratch, 'out-')), 'restored.db');
+      const result = await restoreDatabase({ store: b.store, layout: b.layout, db: DB, output, target: { txid } });
+      assert.deepEqual([result.txid, result.pageSize], [txid, resized.pageSizes[txid]]);
+      assert.equal(sha256(fs.readFileSync(output)), sha256(resized.images[txid]!), `restore to TXID ${txid}`);
+    }
+  });
+
+  test('a transaction changing the page size without every page is refused, naming its object', async () => {
+    const b = BackupBucket.inside(scratch, resized);
+    await b.standard(RESIZED - 1);
+    const tx = resized.txs[RESIZED]!;
+    await b.segment(RESIZED, RESIZED, [segmentFile({ ...tx, pages: tx.pages.slice(1) })]);
+    const output = path.join(fs.mkdtempSync(path.join(scratch, 'out-')), 'restored.db');
+    await assert.rejects(restoreDatabase({ store: b.store, layout: b.layout, db: DB, output, target: { latest: true } }),
+      new RegExp(`${segmentKey(b, RESIZED, RESIZED)}: .*changes the page size from 1024 to 4096 but holds ${tx.pages.length - 1} of ${tx.pages.length} pages`));
+    assert.ok(!fs.existsSync(output));
+  });
+});
+
 describe('retention', () => {
   const HOUR = 3_600_000;
   const NOW = T0 + 30 * 24 * HOUR;
