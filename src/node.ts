@@ -70,7 +70,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     retentionMonitorInterval: config.data.retentionMonitorInterval,
     nodeId: nodeId(config.data.dir),
   });
-  const backup = config.backup ? openBackup(config.backup) : undefined;
+  const backup = config.backup ? await openBackup(config.backup) : undefined;
   if (backup && hasNoDatabases(store.dbDir)) {
     try {
       const n = await restoreDataDir({ ...backup, dbDir: store.dbDir, logRoot: path.join(config.data.dir, 'txlog'), compress: config.data.compress, log });
@@ -112,7 +112,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     store, log, mountDir: fuse.dir, compress: config.data.compress, heartbeatMs: 1000,
     hello: () => ({ version: 1, hostname, advertiseUrl: self.advertiseUrl, nodeId: store.nodeIdHex, clusterId: clusterIds.read(), heartbeatMs: 1000 }),
   });
-  const leaser = createLeaser(config.lease, self, log);
+  const leaser = await createLeaser(config.lease, self, log);
   log.info({ lease: config.lease.type, backend: leaser.describe, candidate: config.lease.candidate }, 'lease');
   const lifecycle = new NodeLifecycle({
     leaser, store, streamer, log, self, clusterIds,

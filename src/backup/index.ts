@@ -9,7 +9,6 @@ import { databaseFileInfo } from '../store/pages.js';
 import { TransactionLog } from '../store/txlog-dir.js';
 import { listBackedUpDatabases } from './catalog.js';
 import { BackupLayout } from './layout.js';
-import { S3ObjectStore } from './s3.js';
 import { restoreDatabase } from './restore.js';
 import type { ObjectStore } from './object-store.js';
 
@@ -18,7 +17,9 @@ export { BackupLayout } from './layout.js';
 export { RestoreError } from './restore.js';
 export type { ObjectStore } from './object-store.js';
 
-export function openBackup(config: BackupConfig): { objects: ObjectStore; layout: BackupLayout; config: BackupConfig } {
+/** The AWS SDK is loaded only here, when a backup is configured: a node starts sooner without it. */
+export async function openBackup(config: BackupConfig): Promise<{ objects: ObjectStore; layout: BackupLayout; config: BackupConfig }> {
+  const { S3ObjectStore } = await import('./s3.js');
   return { objects: new S3ObjectStore(config), layout: new BackupLayout(config.path), config };
 }
 
