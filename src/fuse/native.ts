@@ -38,6 +38,8 @@ export interface NativeAddon {
   invalidate(path: string, entry: boolean): Promise<boolean>;
   /** Puts bytes already written to the backing file into the kernel's cache of the mounted file with this st_ino. */
   storePages(nodeId: number, offset: number, data: Buffer): void;
+  /** A buffer whose memory starts on a 4096-byte boundary, for writes to a file opened with O_DIRECT. */
+  alignedBuffer(size: number): Buffer;
 }
 
 /** Bits of the per-file flags the addon understands (native/lfs.h). */

@@ -12,7 +12,7 @@ import type { FileControl } from '../fuse/index.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/types.js';
-import { writeAt } from '../store/apply.js';
+import { DirectFileWriter } from '../store/direct-file.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';
 import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
@@ -40,13 +40,12 @@ export interface FollowerOptions {
 interface IncomingSnapshot {
   name: string;
   file: string;
-  fd: number;
+  /** Writes each chunk on libuv's pool while the next one arrives and is checked. */
+  writer: DirectFileWriter;
   assembler: SnapshotAssembler;
   first: StreamRecord;
   started: number;
   bytes: number;
-  /** The previous chunk's write, on libuv's pool while the next chunk arrives and is checked. */
-  writing: Promise<void>;
 }
 
 export class Follower extends EventEmitter {
@@ -256,20 +255,18 @@ export class Follower extends EventEmitter {
     if (!s) {
       fs.mkdirSync(this.opts.scratchDir, { recursive: true });
       const file = path.join(this.opts.scratchDir, `snapshot-${process.pid}-${Date.now()}.db`);
-      s = { name: r.name, file, fd: fs.openSync(file, 'w'), assembler: new SnapshotAssembler(r), first: r, started: Date.now(), bytes: 0, writing: Promise.resolve() };
+      // A database this replica does not have yet: its image is moved into place and read through the mount
+      // later, so it need not pass through the page cache now. An existing one is copied from the image at once.
+      const bypassCache = !fs.existsSync(path.join(this.opts.store.dbDir, r.name));
+      s = { name: r.name, file, writer: DirectFileWriter.create(file, bypassCache), assembler: new SnapshotAssembler(r), first: r, started: Date.now(), bytes: 0 };
       this.snapshot = s;
     }
     s.assembler.add(r, pages);
-    await s.writing; // one write in flight: what is held stays bounded
-    s.writing = writeAt(s.fd, pages, (r.firstPgno - 1) * r.pageSize);
-    s.writing.catch(() => {}); // awaited with the next chunk or at the end
+    await s.writer.write(pages, (r.firstPgno - 1) * r.pageSize);
     s.bytes += pages.length;
     if (!s.assembler.done) return;
-    await s.writing;
     s.assembler.finish();
-    fs.ftruncateSync(s.fd, s.first.commitSize * s.first.pageSize); // a lock page at the end is a hole
-    fs.closeSync(s.fd);
-    s.fd = -1;
+    await s.writer.finish(s.first.commitSize * s.first.pageSize); // a lock page at the end is a hole
     const at = { txid: s.first.maxTxid, checksum: s.first.postApplyChecksum, pageSize: s.first.pageSize, commitSize: s.first.commitSize, timestamp: s.first.timestamp };
     const db = this.opts.store.replicaDatabase(s.name);
     await db.applySnapshot(s.file, at, s.assembler.checksums);
@@ -284,9 +281,7 @@ export class Follower extends EventEmitter {
     const s = this.snapshot;
     if (!s) return;
     this.snapshot = undefined;
-    const fd = s.fd;
-    // Closed once its last write is done: closing under it would let the fd's number be reused mid-write.
-    if (fd >= 0) void s.writing.catch(() => {}).finally(() => fs.closeSync(fd));
+    s.writer.abandon();
     fs.rmSync(s.file, { force: true });
   }
 
