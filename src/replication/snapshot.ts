@@ -34,9 +34,13 @@ const ATTEMPTS = 5;
 /**
  * Chunks sent raw after one that lz4 shrank by less than an eighth: random
  * or already compressed data costs lz4 ~4 ms a MiB for nothing, and it tends
- * to come in long runs. Then one chunk is tried again.
+ * to come in long runs. Then one chunk is tried again; each further failure
+ * doubles the run, up to INCOMPRESSIBLE_SKIP_MAX (a run of random blobs
+ * costs a few tries a GiB, and compressible pages after it wait at most
+ * 64 MiB), and a chunk that shrinks starts over.
  */
 const INCOMPRESSIBLE_SKIP = 15;
+const INCOMPRESSIBLE_SKIP_MAX = 63;
 /** Bytes per read when an image is checksummed before it is sent. */
 const CHECKSUM_READ_PAGES_BYTES = 16 * 1024 * 1024;
 
@@ -152,13 +156,16 @@ export async function* streamSnapshotRecords(name: string, image: Omit<SnapshotI
   const reads = readAhead(pages, ranges.map(({ first, end }) => ({ first, count: end - first + 1 })), Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
   let xor = 0n;
   let skip = 0;
+  let run = INCOMPRESSIBLE_SKIP;
   let i = 0;
   for await (const bytes of reads) {
     const { first, last } = ranges[i++]!;
     if (image.unverified) xor ^= pageChecksumsXor(bytes, pageSize, first, 0); // a chunk never holds the lock page
-    const record = snapshotChunkRecord(name, at, first, bytes, last, compress && skip === 0);
+    const tried = compress && skip === 0;
+    const record = snapshotChunkRecord(name, at, first, bytes, last, tried);
     if (skip > 0) skip--;
-    else if (compress && record.length > bytes.length - bytes.length / 8) skip = INCOMPRESSIBLE_SKIP;
+    else if (tried && record.length > bytes.length - bytes.length / 8) [skip, run] = [run, Math.min(2 * run + 1, INCOMPRESSIBLE_SKIP_MAX)];
+    else if (tried) run = INCOMPRESSIBLE_SKIP;
     yield record;
   }
   const actual = xor | CHECKSUM_FLAG;

@@ -1,10 +1,11 @@
 // A snapshot read as it streams (src/replication/snapshot.ts): read into
 // its two buffers in turn, it gives the records of the image held in
 // memory; an image named by the database's position rather than by its
-// checksum is checked as it goes.
+// checksum is checked as it goes; lz4 backs off over incompressible chunks.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
+import crypto from 'node:crypto';
+import { RecordFlag, RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
 import { memoryImagePages, type ImagePages } from '../../src/store/image-read.js';
 import { imageChecksum } from '../support/fake-primary.js';
@@ -100,5 +101,20 @@ describe('streamSnapshotRecords', () => {
     const assembler = new SnapshotAssembler(records[0]!);
     for (const r of records) assembler.add(r, decodeSnapshotChunk(r));
     assert.throws(() => assembler.finish(), /snapshot checksum [0-9a-f]{16} differs from its post-apply checksum/);
+  });
+
+  test('lz4 is tried less and less often over incompressible chunks, and on every chunk again once one shrinks', async () => {
+    // 21 chunks of random bytes, then 20 of a repeated pattern.
+    const perChunk = 2048;
+    const mixed = Buffer.concat([crypto.randomBytes(21 * perChunk * PAGE), Buffer.alloc(20 * perChunk * PAGE, 'litefs ')]);
+    const size = mixed.length / PAGE;
+    const at = { txid: 42, checksum: imageChecksum(mixed, PAGE), pageSize: PAGE, commitSize: size, timestamp: 1_700_000_000_000 };
+    const records = parse(await collect(streamSnapshotRecords(DB, { ...at, pages: memoryImagePages(mixed, PAGE) }, true)));
+    const compressed = records.map((r, i) => ((r.flags & RecordFlag.lz4) !== 0 ? i : -1)).filter((i) => i >= 0);
+    // Tried on chunk 0 (fails: 15 go raw), on 16 (fails: 31 go raw), on 48 and every one after it (they shrink).
+    assert.deepEqual(compressed, Array.from({ length: records.length - 48 }, (_, k) => 48 + k));
+    const assembler = new SnapshotAssembler(records[0]!);
+    for (const r of records) assembler.add(r, decodeSnapshotChunk(r));
+    assembler.finish();
   });
 });
