@@ -52,16 +52,18 @@ export class DirectFileWriter {
 
   /**
    * Starts a write of `data` at `offset` once the one before it has
-   * finished. `data` must stay as it is until the next write() or finish()
-   * resolves; a failed write makes that call reject.
+   * finished; the caller awaits each call before the next. `data` must stay
+   * as it is until the next write() or finish() resolves; a failed write
+   * makes that call reject.
    */
   async write(data: Buffer, offset: number): Promise<void> {
-    await this.writing;
     let out = data;
     if (this.direct) {
+      // Copied while the write before it is still going: that one holds the other buffer.
       out = this.alignedFor(data.length).subarray(0, data.length);
       data.copy(out);
     }
+    await this.writing;
     this.writing = this.writeOnce(out, offset);
     this.writing.catch(() => {}); // observed by the next write or by finish()
   }
@@ -70,7 +72,8 @@ export class DirectFileWriter {
   async finish(length: number): Promise<void> {
     await this.writing;
     fs.ftruncateSync(this.fd, length);
-    this.closeNow();
+    fs.closeSync(this.fd);
+    this.fd = -1;
   }
 
   /** After a failure: closes once the write in flight is done (closing under it would let the fd be reused mid-write). */
@@ -78,11 +81,6 @@ export class DirectFileWriter {
     const fd = this.fd;
     this.fd = -1;
     if (fd >= 0) void this.writing.catch(() => {}).finally(() => fs.closeSync(fd));
-  }
-
-  private closeNow(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
   }
 
   private alignedFor(length: number): Buffer {
