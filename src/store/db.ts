@@ -417,7 +417,8 @@ export class DB extends EventEmitter {
     }
     const writer = this.writerFor();
     await writer.exclusive(writer.walMode(), async () => {
-      const walAfter = walModeOf(items[items.length - 1]!.tx, writer.walMode());
+      // The last transaction that wrote page 1 says (a WAL-mode commit need not write it).
+      const walAfter = items.reduce((wal, { tx }) => walModeOf(tx, wal), writer.walMode());
       if (walAfter) await writer.prepareWal();
       for (let i = 0; i < items.length; i += STAGE_LIMIT) this.applyStaged(writer, items.slice(i, i + STAGE_LIMIT));
       this.doubt = undefined; // whatever was in doubt was just rewritten from a full first transaction

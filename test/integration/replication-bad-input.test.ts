@@ -473,4 +473,27 @@ describe('replica fed crafted streams by a fake primary', () => {
       }
     },
   );
+
+  // Not bad input: a batch only a crafted stream delivers at will. A switch
+  // into WAL mode writes page 1; the WAL-mode commits after it need not. When
+  // they arrive in one WAL_SEGMENT, the mode the batch leaves is the one its
+  // last page 1 says, not the last transaction's (which has none): otherwise
+  // the replica keeps no -wal, and every new reader of the database fails
+  // ("attempt to write a readonly database": SQLite cannot create it).
+  test('one WAL_SEGMENT that switches a new database into WAL mode and goes on without page 1: the replica ends in WAL mode', async () => {
+    const src = new SourceDb(srcDir, 'switch.db', 'delete');
+    src.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);');
+    src.exec('PRAGMA journal_mode=wal;');
+    for (let i = 0; i < 2; i++) src.exec(ROW(100) + 'PRAGMA wal_checkpoint(TRUNCATE);');
+    assert.equal(src.history[1]!.tx.pages[0]?.pgno, 1, 'the switch writes page 1');
+    assert.ok(src.history.slice(2).every((t) => t.tx.pages.every((p) => p.pgno !== 1)), 'the commits after it do not');
+    await waitFor('a connection to the fake primary', () => fake.connected);
+    fake.send(src.segment(0)); // TXIDs 1..4, one apply
+    sources.push(src);
+    await waitFor(`${src.name} at ${src.position}`, () => readPos(src) === src.position);
+    assert.ok(fs.existsSync(`${mounted(src)}-wal`), 'the replica\'s -wal exists');
+    assert.equal(await rows(src), 2);
+    assert.equal(mountedSha(src), src.sha256);
+    await integrityOk(src);
+  });
 });
