@@ -275,6 +275,15 @@ export class DatabaseWriter {
     writeFully(this.shm.fd, resetWalIndexHeader(current, pageCount, pageSize), 0);
   }
 
+  /** An empty -wal and a fresh -shm header for a database in WAL mode that has no -wal, under the writer's locks. */
+  async recreateWal(pageCount: number, pageSize: number): Promise<void> {
+    this.left = undefined; // whatever was noted, the -wal is gone
+    await this.exclusive(true, async () => {
+      await this.prepareWal();
+      this.finishWalState(true, pageCount, pageSize);
+    });
+  }
+
   /** Opens the -shm (through the mount) so finishWalState can rewrite it. */
   async prepareWal(): Promise<void> {
     await this.openShm();

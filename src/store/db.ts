@@ -519,7 +519,8 @@ export class DB extends EventEmitter {
    * applies the primary's records (it was primary a moment ago): an app's
    * transaction cut off by the switch to read-only leaves a hot journal,
    * rolled back here under the writer's locks, or WAL frames, moved into
-   * the database file or dropped by foldWal.
+   * the database file or dropped by foldWal. A database in WAL mode gets
+   * back its -wal if it has none.
    */
   async settle(): Promise<void> {
     if (this.doubt) return; // a snapshot replaces it all
@@ -538,6 +539,8 @@ export class DB extends EventEmitter {
       if (problem) this.doubt = `after rolling back a cut-off transaction: ${problem}`;
     }
     await this.foldWal();
+    // A stop between an apply's pages and its -wal can leave WAL mode without one, which no read-only reader can create.
+    if (this.walModeOnDisk() && !fs.existsSync(this.walFile) && this.pageSize && !this.doubt) await this.writerFor().recreateWal(this.commitSize, this.pageSize);
   }
 
   private walModeOnDisk(): boolean {

@@ -84,6 +84,17 @@ describe('replication: replica restarts', () => {
       }));
   }
 
+  test('wal: a replica stopped with its database in WAL mode but no -wal (killed between an apply\'s pages and its -wal) makes one at restart; readers read', () =>
+    withSyncedReplica('wal', 'nowal.db', async (cluster, replica, db) => {
+      await cluster.stop(replica, 'SIGKILL');
+      fs.rmSync(path.join(replica.data, 'dbs', `${db}-wal`));
+      await cluster.start(replica);
+      await cluster.waitInSync(db, 20_000, [replica]);
+      const look = await sqlite3(path.join(replica.mnt, db), 'SELECT count(*) FROM t;');
+      assert.equal(look.stdout, '5\n', look.stderr);
+      assert.ok(fs.existsSync(path.join(replica.mnt, `${db}-wal`)));
+    }));
+
   test('a replica catching up over a page size change (VACUUM) between other transactions ends byte-identical, without a snapshot', () =>
     withSyncedReplica('delete', 'pagesize.db', async (cluster, replica, db) => {
       await cluster.stop(replica);
