@@ -63,7 +63,7 @@ export function checkPageSizeChange(tx: { pageSize: number; commitSize: number; 
   }
 }
 
-/** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it. */
+/** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it (a WAL-mode commit need not). */
 export function walModeOf(tx: { pages: readonly PageWrite[] }, before: boolean): boolean {
   return tx.pages[0]?.pgno === 1 ? tx.pages[0].data[18] === 2 && tx.pages[0].data[19] === 2 : before;
 }
@@ -275,7 +275,11 @@ export class DatabaseWriter {
     writeFully(this.shm.fd, resetWalIndexHeader(current, pageCount, pageSize), 0);
   }
 
-  /** An empty -wal and a fresh -shm header for a database in WAL mode that has no -wal, under the writer's locks. */
+  /**
+   * An empty -wal and a fresh -shm header for a database in WAL mode that
+   * has none (a stop between an apply's pages and its -wal): no read-only
+   * reader can create it. Under the writer's locks.
+   */
   async recreateWal(pageCount: number, pageSize: number): Promise<void> {
     this.left = undefined; // whatever was noted, the -wal is gone
     await this.exclusive(true, async () => {

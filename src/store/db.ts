@@ -417,7 +417,6 @@ export class DB extends EventEmitter {
     }
     const writer = this.writerFor();
     await writer.exclusive(writer.walMode(), async () => {
-      // The last transaction that wrote page 1 says (a WAL-mode commit need not write it).
       const walAfter = items.reduce((wal, { tx }) => walModeOf(tx, wal), writer.walMode());
       if (walAfter) await writer.prepareWal();
       for (let i = 0; i < items.length; i += STAGE_LIMIT) this.applyStaged(writer, items.slice(i, i + STAGE_LIMIT));
@@ -519,8 +518,7 @@ export class DB extends EventEmitter {
    * applies the primary's records (it was primary a moment ago): an app's
    * transaction cut off by the switch to read-only leaves a hot journal,
    * rolled back here under the writer's locks, or WAL frames, moved into
-   * the database file or dropped by foldWal. A database in WAL mode gets
-   * back its -wal if it has none.
+   * the database file or dropped by foldWal; a lost -wal is made again.
    */
   async settle(): Promise<void> {
     if (this.doubt) return; // a snapshot replaces it all
@@ -539,7 +537,6 @@ export class DB extends EventEmitter {
       if (problem) this.doubt = `after rolling back a cut-off transaction: ${problem}`;
     }
     await this.foldWal();
-    // A stop between an apply's pages and its -wal can leave WAL mode without one, which no read-only reader can create.
     if (this.walModeOnDisk() && !fs.existsSync(this.walFile) && this.pageSize && !this.doubt) await this.writerFor().recreateWal(this.commitSize, this.pageSize);
   }
 
