@@ -63,6 +63,18 @@ export function checkPageSizeChange(tx: { pageSize: number; commitSize: number; 
   }
 }
 
+/** Is the database file (a snapshot image) in WAL mode? Its header says. */
+export function walModeOfFile(file: string): boolean {
+  const head = Buffer.alloc(20);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, head, 0, 20, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return head[18] === 2 && head[19] === 2;
+}
+
 /** Does the database end a transaction in WAL mode? Page 1 says, when the transaction wrote it (a WAL-mode commit need not). */
 export function walModeOf(tx: { pages: readonly PageWrite[] }, before: boolean): boolean {
   return tx.pages[0]?.pgno === 1 ? tx.pages[0].data[18] === 2 && tx.pages[0].data[19] === 2 : before;

@@ -13,7 +13,7 @@ import { formatHex64 as hex, formatPosition, PageChecksums, pageChecksum } from 
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
 import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
-import { checkPageSizeChange, DatabaseWriter, moveFile, STAGE_LIMIT, walModeOf } from './apply.js';
+import { checkPageSizeChange, DatabaseWriter, moveFile, STAGE_LIMIT, walModeOf, walModeOfFile } from './apply.js';
 import { imageIsRecordedState, openImageUnderLocks, type ImagePages } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
 import { ApplyError, type DbContext, type Position, type ReceivedTransaction, type Role, type SnapshotPosition, type WalCursor } from './types.js';
@@ -470,11 +470,7 @@ export class DB extends EventEmitter {
   /** Replaces the whole database with a snapshot image (a file beside the mount, already verified). */
   async applySnapshot(image: string, at: SnapshotPosition, checksums: PageChecksums): Promise<void> {
     const writer = this.writerFor();
-    const head = Buffer.alloc(20);
-    const fd = fs.openSync(image, 'r');
-    fs.readSync(fd, head, 0, 20, 0);
-    fs.closeSync(fd);
-    const walAfter = head[18] === 2 && head[19] === 2;
+    const walAfter = walModeOfFile(image);
     // A database this replica does not have yet (replicas create no files): no one can have it open, so the image is moved into place, not copied.
     const moved = !fs.existsSync(this.file) && moveFile(image, this.file);
     await writer.exclusive(writer.walMode(), async () => {
