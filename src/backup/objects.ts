@@ -5,7 +5,8 @@
 //     lz4 bodies, back to back, chained by their checksums;
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
-import { RecordReader, RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
+import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
+import { RecordReader } from '../replication/record-reader.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';

@@ -12,10 +12,11 @@ import type { FileControl } from '../fuse/index.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { ApplyError, type ReceivedTransaction } from '../store/types.js';
-import { DirectFileWriter } from '../store/direct-file.js';
+import { AlignedPool, DirectFileWriter } from '../store/direct-file.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { decodeHandoff } from './handoff.js';
-import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordReader, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { recordTypeName, decodeSnapshotChunk, decodeWalSegmentFiles, RecordType, SnapshotAssembler, StreamError, type StreamRecord } from './records.js';
+import { RecordReader } from './record-reader.js';
 import { decodeHello } from './hello.js';
 
 export interface FollowerOptions {
@@ -52,6 +53,8 @@ export class Follower extends EventEmitter {
   private stopped = false;
   private abort?: AbortController;
   private snapshot?: IncomingSnapshot;
+  /** Where raw snapshot chunks are assembled, so their pages are written without another copy. */
+  private readonly snapshotMemory = new AlignedPool();
   private primaryHostname?: string;
   private lastHeard = 0; // local time the last record arrived
   private transit = 0; // its delay from the primary's clock (ms)
@@ -162,7 +165,7 @@ export class Follower extends EventEmitter {
       }
       throw new Error(`primary ${this.opts.primaryUrl} answered ${res.statusCode}: ${message}`);
     }
-    const reader = new RecordReader();
+    const reader = new RecordReader({ snapshotMemory: this.snapshotMemory.take });
     for await (const chunk of res.body) {
       reader.push(chunk as Buffer);
       const records: StreamRecord[] = [];
@@ -258,7 +261,7 @@ export class Follower extends EventEmitter {
       // A database this replica does not have yet: its image is moved into place and read through the mount
       // later, so it need not pass through the page cache now. An existing one is copied from the image at once.
       const bypassCache = !fs.existsSync(path.join(this.opts.store.dbDir, r.name));
-      s = { name: r.name, file, writer: DirectFileWriter.create(file, bypassCache), assembler: new SnapshotAssembler(r), first: r, started: Date.now(), bytes: 0 };
+      s = { name: r.name, file, writer: DirectFileWriter.create(file, bypassCache, this.snapshotMemory), assembler: new SnapshotAssembler(r), first: r, started: Date.now(), bytes: 0 };
       this.snapshot = s;
     }
     s.assembler.add(r, pages);
@@ -282,6 +285,7 @@ export class Follower extends EventEmitter {
     if (!s) return;
     this.snapshot = undefined;
     s.writer.abandon();
+    this.snapshotMemory.clear();
     fs.rmSync(s.file, { force: true });
   }
 

@@ -52,7 +52,7 @@ const HEADER_FIELDS: { key: keyof RecordHeader; offset: number; size: 1 | 2 | 4 
   { key: 'firstPgno', offset: 56, size: 4, what: 'first pgno' }, { key: 'pageCount', offset: 60, size: 4, what: 'page count' },
   { key: 'payloadLength', offset: 64, size: 4, what: 'payload length' },
 ];
-const OFF_TYPE = 4;
+export const OFF_TYPE = 4;
 const OFF_RESERVED = 68; // 4 zero bytes, so the checksum stays 8-aligned
 const OFF_CHECKSUM = 72;
 const CHECKSUM_FIELDS = new Set<keyof RecordHeader>(['preApplyChecksum', 'postApplyChecksum']);
@@ -70,7 +70,7 @@ const EMPTY = Buffer.alloc(0);
 export const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The fixed header as numbers: the record without name and payload, with their lengths. */
-type RecordHeader = Omit<StreamRecord, 'name' | 'payload'> & { nameLength: number; payloadLength: number };
+export type RecordHeader = Omit<StreamRecord, 'name' | 'payload'> & { nameLength: number; payloadLength: number };
 
 /** Which types use each header field; every other type must leave it 0. */
 const FIELD_USERS: [keyof RecordHeader, string, readonly RecordType[]][] = [
@@ -181,7 +181,7 @@ function checkHeader(h: RecordHeader, fail: Fail): void {
 }
 
 /** Parses and checks the 80 header bytes of record number `seq`. */
-function readHeader(buf: Buffer, seq: number): RecordHeader {
+export function readHeader(buf: Buffer, seq: number): RecordHeader {
   const type = buf[OFF_TYPE];
   const fail: Fail = failer(recordLabel(seq, type));
   if (!buf.subarray(0, 4).equals(RECORD_MAGIC)) fail(`bad magic ${buf.subarray(0, 4).toString('hex')} (expected "LFSR")`);
@@ -209,7 +209,7 @@ function recordChecksum(record: Buffer): bigint {
 }
 
 /** Checks name and checksum of a whole record (header already checked) and returns it decoded. */
-function completeRecord(bytes: Buffer, h: RecordHeader, seq: number): StreamRecord {
+export function completeRecord(bytes: Buffer, h: RecordHeader, seq: number): StreamRecord {
   const nameEnd = RECORD_HEADER_SIZE + h.nameLength;
   const nameBytes = bytes.subarray(RECORD_HEADER_SIZE, nameEnd);
   const fail: Fail = failer(recordLabel(seq, h.type, nameBytes.toString('utf8')));
@@ -258,6 +258,15 @@ function writeHeader(out: Buffer, h: RecordHeader): void {
  * reader's rules, so it never writes a record the reader rejects.
  */
 export function encodeRecord(r: Partial<StreamRecord> & { type: RecordType }): Buffer {
+  const [prefix, payload] = encodeRecordParts(r);
+  return payload.length === 0 ? prefix : Buffer.concat([prefix, payload], prefix.length + payload.length);
+}
+
+/**
+ * encodeRecord as two buffers: header and name, then the payload itself
+ * (not copied; sent after the first, they are the record).
+ */
+export function encodeRecordParts(r: Partial<StreamRecord> & { type: RecordType }): [prefix: Buffer, payload: Buffer] {
   const name = r.name ?? '';
   const payload = r.payload ?? EMPTY;
   const fail: Fail = failer(recordLabel(undefined, r.type, name));
@@ -272,12 +281,13 @@ export function encodeRecord(r: Partial<StreamRecord> & { type: RecordType }): B
   checkHeader(h, fail);
   checkName(name, fail);
   if (h.flags & RecordFlag.lz4) checkLz4Prefix(payload, h.pageCount * h.pageSize, fail);
-  const out = Buffer.allocUnsafe(RECORD_HEADER_SIZE + nameBytes.length + payload.length);
-  writeHeader(out, h);
-  nameBytes.copy(out, RECORD_HEADER_SIZE);
-  out.set(payload, RECORD_HEADER_SIZE + nameBytes.length);
-  out.writeBigUInt64BE(recordChecksum(out), OFF_CHECKSUM);
-  return out;
+  const prefix = Buffer.allocUnsafe(RECORD_HEADER_SIZE + nameBytes.length);
+  writeHeader(prefix, h);
+  nameBytes.copy(prefix, RECORD_HEADER_SIZE);
+  // The CRC runs on over the payload where it lies: crc64 continues from a seed.
+  const checksum = crc64(payload, crc64(prefix.subarray(RECORD_HEADER_SIZE), crc64(prefix.subarray(0, OFF_CHECKSUM))));
+  prefix.writeBigUInt64BE(checksum, OFF_CHECKSUM);
+  return [prefix, payload];
 }
 
 export const heartbeatRecord = (timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Heartbeat, timestamp });
@@ -325,6 +335,15 @@ export function snapshotChunkRecord(
   name: string, at: { maxTxid: number; postApplyChecksum: bigint; pageSize: number; commitSize: number },
   firstPgno: number, pages: Buffer, last: boolean, compress: boolean, timestamp = Date.now(),
 ): Buffer {
+  const [prefix, payload] = snapshotChunkRecordParts(name, at, firstPgno, pages, last, compress, timestamp);
+  return Buffer.concat([prefix, payload], prefix.length + payload.length);
+}
+
+/** snapshotChunkRecord as encodeRecordParts gives it: when sent raw, the payload is `pages` itself. */
+export function snapshotChunkRecordParts(
+  name: string, at: { maxTxid: number; postApplyChecksum: bigint; pageSize: number; commitSize: number },
+  firstPgno: number, pages: Buffer, last: boolean, compress: boolean, timestamp = Date.now(),
+): [prefix: Buffer, payload: Buffer] {
   const fail: Fail = failer(recordLabel(undefined, RecordType.Snapshot, name));
   if (!isValidPageSize(at.pageSize)) fail(`page size ${at.pageSize} is not a power of two in 512..65536`);
   if (pages.length % at.pageSize !== 0) fail(`${pages.length} bytes of pages are not whole ${at.pageSize}-byte pages`);
@@ -340,90 +359,12 @@ export function snapshotChunkRecord(
       flags |= RecordFlag.lz4;
     }
   }
-  return encodeRecord({
+  return encodeRecordParts({
     type: RecordType.Snapshot, flags, name, pageSize: at.pageSize, commitSize: at.commitSize, minTxid: 1, maxTxid: at.maxTxid,
     postApplyChecksum: at.postApplyChecksum, firstPgno, pageCount, timestamp, payload,
   });
 }
 
-/**
- * Incremental parser of a stream body. Holds at most the record in progress
- * plus the rest of the last chunk pushed; checks a header as soon as its 80
- * bytes are in, before its lengths are trusted.
- */
-export class RecordReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private header: RecordHeader | undefined;
-  private returned = 0;
-  private failure: StreamError | undefined;
-
-  push(chunk: Buffer): void {
-    if (this.failure || chunk.length === 0) return; // a failed stream is dead: drop what follows
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-  }
-
-  /** Next complete record, or undefined when more bytes are needed. Throws StreamError on a bad record (and stays failed). */
-  next(): StreamRecord | undefined {
-    if (this.failure) throw this.failure;
-    try {
-      return this.parseNext();
-    } catch (err) {
-      if (err instanceof StreamError) {
-        this.failure = err;
-        this.chunks = [];
-        this.buffered = 0;
-      }
-      throw err;
-    }
-  }
-
-  get pending(): number {
-    return this.buffered;
-  }
-
-  /** Call at end of stream: a partial record left over means the stream was cut. */
-  end(): void {
-    if (this.failure) throw this.failure;
-    if (this.buffered === 0) return;
-    const seq = this.returned + 1;
-    const h = this.header;
-    const type = h ? h.type : this.buffered > OFF_TYPE ? this.peek(OFF_TYPE + 1)[OFF_TYPE] : undefined;
-    const fail: Fail = failer(recordLabel(seq, type));
-    const expected = h ? `${RECORD_HEADER_SIZE + h.nameLength + h.payloadLength} record bytes` : `${RECORD_HEADER_SIZE} header bytes`;
-    fail(`truncated: stream ended after ${this.buffered} of ${expected}`);
-  }
-
-  private parseNext(): StreamRecord | undefined {
-    const seq = this.returned + 1;
-    if (!this.header) {
-      if (this.buffered < RECORD_HEADER_SIZE) return undefined;
-      this.header = readHeader(this.peek(RECORD_HEADER_SIZE), seq);
-    }
-    const size = RECORD_HEADER_SIZE + this.header.nameLength + this.header.payloadLength;
-    if (this.buffered < size) return undefined;
-    const record = completeRecord(this.take(size), this.header, seq);
-    this.header = undefined;
-    this.returned = seq;
-    return record;
-  }
-
-  /** The first n buffered bytes (n <= buffered) as one Buffer: a view, copying only when they span pushed chunks. */
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-    return this.chunks[0].subarray(0, n);
-  }
-
-  /** Removes and returns the first n buffered bytes. */
-  private take(n: number): Buffer {
-    const out = this.peek(n);
-    this.chunks[0] = this.chunks[0].subarray(n);
-    if (this.chunks[0].length === 0) this.chunks.shift();
-    this.buffered -= n;
-    return out;
-  }
-}
 
 /** Decodes and verifies the transaction files of a WAL_SEGMENT: each file, the chain, and agreement with the header. */
 export function decodeWalSegment(r: StreamRecord): TransactionFile[] {

@@ -7,7 +7,7 @@ import type { DB } from '../store/db.js';
 import { memoryImagePages, type ImagePages } from '../store/image-read.js';
 import { decodePageSize, isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
-import { snapshotChunkRecord } from './records.js';
+import { snapshotChunkRecordParts } from './records.js';
 
 /** A snapshot: the TXID and checksum of its image, its size, and where its pages come from. */
 export interface SnapshotImage {
@@ -149,10 +149,19 @@ function* chunkRanges(pageSize: number, commitSize: number): Generator<{ first: 
  * checked as it goes: after the last record, a checksum that differs throws.
  */
 export async function* streamSnapshotRecords(name: string, image: Omit<SnapshotImage, 'via'>, compress: boolean): AsyncGenerator<Buffer> {
+  for await (const [prefix, payload] of snapshotRecordParts(name, image, compress)) yield Buffer.concat([prefix, payload], prefix.length + payload.length);
+}
+
+/**
+ * streamSnapshotRecords without copying the pages: each record as its
+ * header and its payload, which for a chunk sent raw is the read buffer
+ * itself. That buffer is read into again once the next record is asked for,
+ * so a consumer must be done with a record (the socket has taken it) by then.
+ */
+export async function* snapshotRecordParts(name: string, image: Omit<SnapshotImage, 'via'>, compress: boolean): AsyncGenerator<[Buffer, Buffer]> {
   const { pageSize, pages } = image;
   const at = { maxTxid: image.txid, postApplyChecksum: image.checksum, pageSize, commitSize: image.commitSize };
   const ranges = [...chunkRanges(pageSize, image.commitSize)];
-  // The record is a copy: a buffer can be read into again once its record is out.
   const reads = readAhead(pages, ranges.map(({ first, end }) => ({ first, count: end - first + 1 })), Math.min(CHUNK_BYTES, image.commitSize * pageSize) + pageSize);
   let xor = 0n;
   let skip = 0;
@@ -162,11 +171,12 @@ export async function* streamSnapshotRecords(name: string, image: Omit<SnapshotI
     const { first, last } = ranges[i++]!;
     if (image.unverified) xor ^= pageChecksumsXor(bytes, pageSize, first, 0); // a chunk never holds the lock page
     const tried = compress && skip === 0;
-    const record = snapshotChunkRecord(name, at, first, bytes, last, tried);
+    const parts = snapshotChunkRecordParts(name, at, first, bytes, last, tried);
+    const size = parts[0].length + parts[1].length;
     if (skip > 0) skip--;
-    else if (tried && record.length > bytes.length - bytes.length / 8) [skip, run] = [run, Math.min(2 * run + 1, INCOMPRESSIBLE_SKIP_MAX)];
+    else if (tried && size > bytes.length - bytes.length / 8) [skip, run] = [run, Math.min(2 * run + 1, INCOMPRESSIBLE_SKIP_MAX)];
     else if (tried) run = INCOMPRESSIBLE_SKIP;
-    yield record;
+    yield parts;
   }
   const actual = xor | CHECKSUM_FLAG;
   if (image.unverified && actual !== image.checksum) {

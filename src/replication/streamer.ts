@@ -13,7 +13,7 @@ import { splitTransactionFiles } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
 import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
 import { helloRecord, type HelloInfo } from './hello.js';
-import { streamSnapshotRecords, takeSnapshot } from './snapshot.js';
+import { snapshotRecordParts, takeSnapshot } from './snapshot.js';
 import { handoffRecord } from './handoff.js';
 
 /** How long a replica may take no bytes of a snapshot before its stream is closed (the snapshot holds SQLite's locks). */
@@ -254,7 +254,8 @@ class Subscriber {
       clearInterval(keepAlive);
     }
     try {
-      for await (const record of streamSnapshotRecords(db.name, image, this.opts.compress)) await this.write(record, SNAPSHOT_STALL_MS);
+      // Each record's pages go out from the buffer they were read into, so it must be on the socket before the next read.
+      for await (const parts of snapshotRecordParts(db.name, image, this.opts.compress)) await this.writeFlushed(parts, SNAPSHOT_STALL_MS);
     } finally {
       await image.pages.close(); // lets go of SQLite's locks on the primary's database
     }
@@ -289,6 +290,24 @@ class Subscriber {
     if (this.closed) throw new StreamClosed();
     this.lastWrite = Date.now();
     if (this.res.write(record)) return;
+    await this.whileStalled(stallMs, (done) => this.res.on('drain', done), (done) => this.res.off('drain', done));
+  }
+
+  /** Sends a record given in parts and waits until the socket has taken all of it: the caller reuses their memory next. */
+  private async writeFlushed(parts: readonly Buffer[], stallMs?: number): Promise<void> {
+    if (this.closed) throw new StreamClosed();
+    this.lastWrite = Date.now();
+    let flushed = false;
+    let onFlushed: (() => void) | undefined;
+    this.res.cork();
+    parts.forEach((part, i) => this.res.write(part, i < parts.length - 1 ? undefined : () => { flushed = true; onFlushed?.(); }));
+    this.res.uncork();
+    if (flushed) return;
+    await this.whileStalled(stallMs, (done) => (onFlushed = done), () => (onFlushed = undefined));
+  }
+
+  /** Waits until `listen`'s callback runs or the stream closes; with `stallMs`, cuts the replica off when neither happens in time. */
+  private async whileStalled(stallMs: number | undefined, listen: (done: () => void) => void, unlisten: (done: () => void) => void): Promise<void> {
     await new Promise<void>((resolve) => {
       const stall = stallMs === undefined ? undefined : setTimeout(() => {
         this.opts.log.warn({ replica: this.replica, ms: stallMs }, 'the replica took no snapshot bytes for too long; closing its stream');
@@ -296,11 +315,11 @@ class Subscriber {
       }, stallMs);
       const done = () => {
         clearTimeout(stall);
-        this.res.off('drain', done);
+        unlisten(done);
         this.res.off('close', done);
         resolve();
       };
-      this.res.on('drain', done);
+      listen(done);
       this.res.on('close', done);
     });
     if (this.closed || this.res.destroyed) throw new StreamClosed();

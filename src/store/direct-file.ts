@@ -12,9 +12,58 @@
 // or more). Where the file system refuses O_DIRECT (tmpfs before Linux 6.6)
 // or a write is refused as misaligned (a device with 4096-byte blocks and
 // smaller pages), the file is written through the page cache as before.
+// An AlignedPool lets the stream reader assemble raw chunks in aligned
+// memory to begin with, so their pages are written without that copy.
 import fs from 'node:fs';
 import { native } from '../fuse/native.js';
 import { writeAt } from './apply.js';
+
+const ALIGN = 4096;
+/** Free buffers an AlignedPool keeps: one being written, one being filled, one decoded and waiting, and a spare. */
+const POOL_KEEPS = 4;
+
+/**
+ * Page-aligned memory for incoming snapshot chunks (RecordReader's
+ * snapshotMemory): a raw chunk is assembled with its pages on a 4096-byte
+ * boundary, DirectFileWriter writes them from there, and gives the memory
+ * back once the write is done.
+ */
+export class AlignedPool {
+  private readonly free: Buffer[] = [];
+  /** Each buffer this pool made, by the memory its views share. */
+  private readonly made = new WeakMap<ArrayBufferLike, Buffer>();
+
+  /** `size` bytes whose byte `prefix` lies on a 4096-byte boundary. */
+  readonly take = (prefix: number, size: number): Buffer => {
+    const offset = (ALIGN - (prefix % ALIGN)) % ALIGN;
+    const need = offset + size;
+    const i = this.free.findIndex((b) => b.length >= need);
+    const buf = i >= 0 ? this.free.splice(i, 1)[0]! : this.allocate(need);
+    return buf.subarray(offset, offset + size);
+  };
+
+  /** Whether `view` is memory of this pool that starts on a 4096-byte boundary. */
+  holdsAligned(view: Buffer): boolean {
+    return this.made.has(view.buffer) && view.byteOffset % ALIGN === 0;
+  }
+
+  /** The memory `view` lies in is free again (its write is done). */
+  giveBack(view: Buffer): void {
+    const buf = this.made.get(view.buffer);
+    if (buf && this.free.length < POOL_KEEPS && !this.free.includes(buf)) this.free.push(buf);
+  }
+
+  /** Lets go of the free buffers (a snapshot is done: the next may be years away). */
+  clear(): void {
+    this.free.length = 0;
+  }
+
+  private allocate(size: number): Buffer {
+    const buf = native().alignedBuffer(Math.max(size, (1 << 20) + ALIGN));
+    this.made.set(buf.buffer, buf);
+    return buf;
+  }
+}
 
 export class DirectFileWriter {
   private direct: boolean;
@@ -28,21 +77,25 @@ export class DirectFileWriter {
     private readonly file: string,
     private fd: number,
     direct: boolean,
+    private readonly pool?: AlignedPool,
   ) {
     this.direct = direct;
   }
 
-  /** Creates (or empties) `file`; with `bypassCache`, O_DIRECT where the file system takes it. */
-  static create(file: string, bypassCache = true): DirectFileWriter {
+  /**
+   * Creates (or empties) `file`; with `bypassCache`, O_DIRECT where the file
+   * system takes it. Data from `pool` is written as it is and given back.
+   */
+  static create(file: string, bypassCache = true, pool?: AlignedPool): DirectFileWriter {
     const { O_WRONLY, O_CREAT, O_TRUNC, O_DIRECT } = fs.constants;
     if (bypassCache && O_DIRECT !== undefined) {
       try {
-        return new DirectFileWriter(file, fs.openSync(file, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT, 0o644), true);
+        return new DirectFileWriter(file, fs.openSync(file, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT, 0o644), true, pool);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
       }
     }
-    return new DirectFileWriter(file, fs.openSync(file, 'w', 0o644), false);
+    return new DirectFileWriter(file, fs.openSync(file, 'w', 0o644), false, pool);
   }
 
   /** Whether writes still bypass the page cache (for tests and logs). */
@@ -58,13 +111,14 @@ export class DirectFileWriter {
    */
   async write(data: Buffer, offset: number): Promise<void> {
     let out = data;
-    if (this.direct) {
+    const pooled = this.pool?.holdsAligned(data) === true;
+    if (this.direct && !pooled) {
       // Copied while the write before it is still going: that one holds the other buffer.
       out = this.alignedFor(data.length).subarray(0, data.length);
       data.copy(out);
     }
     await this.writing;
-    this.writing = this.writeOnce(out, offset);
+    this.writing = this.writeOnce(out, offset).finally(() => pooled && this.pool!.giveBack(data));
     this.writing.catch(() => {}); // observed by the next write or by finish()
   }
 

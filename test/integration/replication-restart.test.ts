@@ -134,9 +134,19 @@ describe('replication: replica restarts', () => {
       assert.ok(snapshotsBefore <= 1);
       assert.match(cluster.primary.proc!.output, /sent a snapshot .*reason="log no longer covers the replica"/);
 
+      // ~12 MiB, so the late replica's snapshot spans many chunks: lz4 ones (zeros), then raw ones (random),
+      // which both sides send and write from buffers they reuse from chunk to chunk.
+      const big = 'big.db';
+      await create(cluster.primary, big, 'wal');
+      const fill = await sqlite3(path.join(cluster.primary.mnt, big),
+        'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) INSERT INTO t(v) SELECT CASE WHEN x <= 700 THEN hex(zeroblob(3000)) ELSE hex(randomblob(3000)) END FROM c;');
+      assert.equal(fill.code, 0, fill.stderr);
+
       await cluster.start(late);
       await assertSame(cluster, db, late);
-      assert.equal(countLines(late, SNAPSHOT_APPLIED), 1, late.proc!.output);
+      await assertSame(cluster, big, late);
+      assert.equal(countLines(late, SNAPSHOT_APPLIED), 2, late.proc!.output);
+      assert.doesNotMatch(late.proc!.output, /replication stream ended/, 'each snapshot got through the first time');
       assert.match(cluster.primary.proc!.output, /sent a snapshot .*reason="new replica"/);
     } finally {
       await cluster.destroy();

@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Cluster } from '../support/cluster.js';
-import { RecordReader, RecordType, decodeWalSegment, type StreamRecord } from '../../src/replication/records.js';
+import { RecordType, decodeWalSegment, type StreamRecord } from '../../src/replication/records.js';
+import { RecordReader } from '../../src/replication/record-reader.js';
 
 /** A primary alone (stopped by cluster.destroy()), with `name` in WAL mode holding an empty table t(v BLOB). */
 async function primaryWith(name: string): Promise<{ cluster: Cluster; file: string; db: Database.Database }> {

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 
 import { BackupLayout, generationTime, isGenerationId, newGenerationId, parseObjectName, type ParsedObjectName } from '../../src/backup/layout.js';
 import { decodeSegmentObject, encodeSegmentObject } from '../../src/backup/objects.js';
-import { RecordReader, recordTypeName } from '../../src/replication/records.js';
+import { recordTypeName } from '../../src/replication/records.js';
+import { RecordReader } from '../../src/replication/record-reader.js';
 import { formatHex64 as hex } from '../../src/txlog/checksum.js';
 import { decodeTransaction, decodeTransactionHeader, splitTransactionFiles, type SegmentFile } from '../../src/txlog/txfile.js';
 import { describeVector } from '../vectors/make-stream-vectors.js';

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { compressSync } from 'lz4-napi';
 
-import { decodeSnapshotChunk, decodeWalSegment, encodeRecord, heartbeatRecord, MAX_CHUNK_PAGES, MAX_NAME, MAX_PAYLOAD, RecordFlag, RecordReader, recordTypeName, RecordType, SnapshotAssembler, snapshotChunkRecord, StreamError, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
+import { decodeSnapshotChunk, decodeWalSegment, encodeRecord, heartbeatRecord, MAX_CHUNK_PAGES, MAX_NAME, MAX_PAYLOAD, RecordFlag, recordTypeName, RecordType, SnapshotAssembler, snapshotChunkRecord, StreamError, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
+import { RecordReader } from '../../src/replication/record-reader.js';
 import { decodeHello, helloRecord } from '../../src/replication/hello.js';
 import { CHECKSUM_FLAG, crc64, pageChecksum, PageChecksums } from '../../src/txlog/checksum.js';
 import { encodeTransaction, type TransactionFile } from '../../src/txlog/txfile.js';

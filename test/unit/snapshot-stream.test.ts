@@ -5,7 +5,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { RecordFlag, RecordReader, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
+import { RecordFlag, SnapshotAssembler, decodeSnapshotChunk, type StreamRecord } from '../../src/replication/records.js';
+import { RecordReader } from '../../src/replication/record-reader.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../../src/replication/snapshot.js';
 import { memoryImagePages, type ImagePages } from '../../src/store/image-read.js';
 import { imageChecksum } from '../support/fake-primary.js';

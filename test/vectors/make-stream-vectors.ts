@@ -8,7 +8,8 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { decodeSnapshotChunk, decodeWalSegment, dropRecord, encodeRecord, heartbeatRecord, readyRecord, RecordReader, recordTypeName, RecordType, snapshotChunkRecord, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
+import { decodeSnapshotChunk, decodeWalSegment, dropRecord, encodeRecord, heartbeatRecord, readyRecord, recordTypeName, RecordType, snapshotChunkRecord, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
+import { RecordReader } from '../../src/replication/record-reader.js';
 import { decodeHello, helloRecord } from '../../src/replication/hello.js';
 import { formatHex64 as hex, PageChecksums, pageChecksum } from '../../src/txlog/checksum.js';
 import { encodeTransaction, type TransactionFile } from '../../src/txlog/txfile.js';
