@@ -130,15 +130,20 @@ export async function startHttpServer(addr: string, store: Store, info: NodeInfo
   app.post('/stream', stream);
   app.get('/stream', stream);
 
-  const metrics = createMetrics({
-    store,
-    isPrimary: info.isPrimary,
-    subscriberCount: () => info.streamer()?.subscriberCount ?? 0,
-    lagMs: info.lagMs,
-    lifecycle: info.lifecycle,
-    backup: info.backup,
+  // Made at the first scrape: every value is read then anyway, and prom-client need not load before.
+  let metrics: ReturnType<typeof createMetrics> | undefined;
+  app.get('/metrics', async (_req, reply) => {
+    metrics ??= createMetrics({
+      store,
+      isPrimary: info.isPrimary,
+      subscriberCount: () => info.streamer()?.subscriberCount ?? 0,
+      lagMs: info.lagMs,
+      lifecycle: info.lifecycle,
+      backup: info.backup,
+    });
+    const registry = await metrics;
+    return reply.type(registry.contentType).send(await registry.metrics());
   });
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
   // A replica asks to become primary; it asks the primary for a handoff.
   app.post('/promote', async () => {

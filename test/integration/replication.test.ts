@@ -75,6 +75,34 @@ describe('replication: 1 primary + 2 replicas', () => {
     });
   }
 
+  test('GET /metrics: role, subscribers, lag and each database\'s TXID, read when scraped', async () => {
+    const db = path.join(cluster.primary.mnt, 'metered.db');
+    assert.equal((await sqlite3(db, 'CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);')).code, 0);
+    await cluster.waitInSync('metered.db');
+    const txid = Number.parseInt(readPos(cluster.primary, 'metered.db').slice(0, 16), 16);
+    const scrape = async (url: string): Promise<Map<string, number>> => {
+      const res = await fetch(`${url}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+      const out = new Map<string, number>();
+      for (const line of (await res.text()).split('\n')) if (line && !line.startsWith('#')) out.set(line.slice(0, line.lastIndexOf(' ')), Number(line.slice(line.lastIndexOf(' ') + 1)));
+      return out;
+    };
+    const primary = await scrape(cluster.primary.url);
+    assert.equal(primary.get('litefs_is_primary'), 1);
+    assert.equal(primary.get('litefs_subscriber_count'), cluster.replicas.length);
+    assert.equal(primary.get('litefs_db_txid{db="metered.db"}'), txid);
+    for (const r of cluster.replicas) {
+      const replica = await scrape(r.url);
+      assert.equal(replica.get('litefs_is_primary'), 0);
+      assert.equal(replica.get('litefs_db_txid{db="metered.db"}'), txid);
+      assert.ok((replica.get('litefs_lag_seconds') ?? NaN) >= 0);
+    }
+    // A commit after the first scrape shows in the next one.
+    assert.equal((await sqlite3(db, 'INSERT INTO t VALUES (3);')).code, 0);
+    assert.equal((await scrape(cluster.primary.url)).get('litefs_db_txid{db="metered.db"}'), txid + 1);
+  });
+
   test('a database created on the primary appears on replicas; one deleted there is deleted on replicas', async () => {
     const db = path.join(cluster.primary.mnt, 'born.db');
     assert.equal((await sqlite3(db, 'CREATE TABLE t(x); INSERT INTO t VALUES (42);')).code, 0);
