@@ -20,6 +20,8 @@ import { lockBefore, lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
 import type { FileControl } from '../fuse/index.js';
 
+/** Tries at opening a file through the mount that keeps being unlinked under us. */
+const OPEN_ATTEMPTS = 5;
 /** WRITE, CKPT, RECOVER and the five READ locks: bytes 120..127 of the -shm. */
 const WAL_LOCK_BYTES = 8;
 /** PENDING, RESERVED and the SHARED range are one run of bytes. */
@@ -155,7 +157,7 @@ export class DatabaseWriter {
    */
   async betweenTransactions(walMode: boolean, timeoutMs: number, fn: () => void): Promise<boolean> {
     await this.openDb();
-    const target = walMode ? await this.openShm() : this.db!;
+    const target = walMode ? await this.openShm(true) : this.db!;
     const start = walMode ? WAL_WRITE_LOCK : RESERVED_BYTE;
     const locked = await lockBefore(target.fd, 'write', start, 1, Date.now() + timeoutMs);
     try {
@@ -181,9 +183,20 @@ export class DatabaseWriter {
     this.backing ??= { fd: fs.openSync(this.backingPath, 'r+'), nodeId: fs.fstatSync(this.db.fd).ino };
   }
 
-  /** The -shm through the mount, created beside it first if no reader made one yet. */
-  private async openShm(): Promise<fsp.FileHandle> {
-    this.shm ??= await openThroughMount(this.mountedPath + '-shm', this.backingPath + '-shm');
+  /**
+   * The -shm through the mount, created beside it first if no reader made one
+   * yet. With `recheck`, a handle kept from before is first checked against
+   * the file's name: on a primary, applications' connections come and go,
+   * and the last to close unlinks the -shm, so a kept handle's locks would
+   * shut out no one.
+   */
+  private async openShm(recheck = false): Promise<fsp.FileHandle> {
+    const shmPath = this.mountedPath + '-shm';
+    if (recheck && this.shm && !(await stillNamed(this.shm, shmPath))) {
+      await this.shm.close().catch(() => undefined);
+      this.shm = undefined;
+    }
+    this.shm ??= await openThroughMount(shmPath, this.backingPath + '-shm');
     return this.shm;
   }
 
@@ -328,10 +341,24 @@ export class DatabaseWriter {
  * Opens a file through the mount for reading and writing (fcntl write locks
  * need that), creating it empty beside the mount first when it is missing:
  * a create through the mount would ask the JavaScript thread, busy here.
+ * The last SQLite connection to close a WAL database unlinks its -shm at
+ * any moment: one gone between being made and being opened is made again.
  */
 export async function openThroughMount(mountedPath: string, backingPath: string): Promise<fsp.FileHandle> {
-  if (!fs.existsSync(backingPath)) fs.closeSync(fs.openSync(backingPath, 'a', 0o644));
-  return fsp.open(mountedPath, 'r+');
+  for (let attempt = 1; ; attempt++) {
+    if (!fs.existsSync(backingPath)) fs.closeSync(fs.openSync(backingPath, 'a', 0o644));
+    try {
+      return await fsp.open(mountedPath, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= OPEN_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/** Whether `handle` is still the file at `mountedPath` (not one unlinked since, with another made in its place). */
+async function stillNamed(handle: fsp.FileHandle, mountedPath: string): Promise<boolean> {
+  const now = fs.statSync(mountedPath, { throwIfNoEntry: false });
+  return now !== undefined && now.ino === (await handle.stat()).ino;
 }
 
 /** writeFully on libuv's pool. */
