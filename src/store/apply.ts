@@ -355,10 +355,17 @@ export async function openThroughMount(mountedPath: string, backingPath: string)
   }
 }
 
-/** Whether `handle` is still the file at `mountedPath` (not one unlinked since, with another made in its place). */
+/**
+ * Whether `handle` is still the file at `mountedPath`, not one unlinked since
+ * (through the mount, an unlinked file's handle may answer ESTALE).
+ */
 async function stillNamed(handle: fsp.FileHandle, mountedPath: string): Promise<boolean> {
-  const now = fs.statSync(mountedPath, { throwIfNoEntry: false });
-  return now !== undefined && now.ino === (await handle.stat()).ino;
+  try {
+    const now = fs.statSync(mountedPath, { throwIfNoEntry: false });
+    return now !== undefined && now.ino === (await handle.stat()).ino;
+  } catch {
+    return false;
+  }
 }
 
 /** writeFully on libuv's pool. */
