@@ -357,14 +357,16 @@ export async function openThroughMount(mountedPath: string, backingPath: string)
 
 /**
  * Whether `handle` is still the file at `mountedPath`, not one unlinked since
- * (through the mount, an unlinked file's handle may answer ESTALE).
+ * (through the mount, an unlinked file's handle may answer ESTALE). Never a
+ * synchronous stat through the mount: a lookup waits behind an unlink in
+ * the directory, and an unlink can wait for this (JavaScript) thread.
  */
 async function stillNamed(handle: fsp.FileHandle, mountedPath: string): Promise<boolean> {
   try {
-    const now = fs.statSync(mountedPath, { throwIfNoEntry: false });
-    return now !== undefined && now.ino === (await handle.stat()).ino;
+    const [now, held] = await Promise.all([fsp.stat(mountedPath), handle.stat()]);
+    return now.ino === held.ino;
   } catch {
-    return false;
+    return false; // gone, or the handle is stale
   }
 }
 
