@@ -22,12 +22,23 @@ for (const dir of ['unit', 'integration']) {
 const filter = process.argv.slice(2);
 const chosen = filter.length ? files.filter((f) => filter.some((x) => f.includes(x))) : files;
 
-/** FUSE mounts under the temp directory whose server was killed with a hung test file. */
+/**
+ * FUSE mounts under the temp directory whose server was killed with a hung
+ * test file: each connection is aborted first (a server stuck in a request
+ * to its own mount is in uninterruptible sleep, and SIGKILL alone leaves it
+ * there), then the mount is detached.
+ */
 function detachLeftoverMounts() {
   const tmp = os.tmpdir();
-  for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
-    const [, dir, type] = line.split(' ');
-    if (type === 'fuse.litefs' && dir?.startsWith(tmp + '/')) spawnSync('fusermount3', ['-u', '-z', dir]);
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const fields = line.split(' ');
+    const [device, dir] = [fields[2], fields[4]];
+    const type = fields[fields.indexOf('-') + 1];
+    if (type !== 'fuse.litefs' || !dir?.startsWith(tmp + '/')) continue;
+    try {
+      fs.writeFileSync(`/sys/fs/fuse/connections/${device.split(':')[1]}/abort`, '1');
+    } catch {}
+    spawnSync('fusermount3', ['-u', '-z', dir]);
   }
 }
 
