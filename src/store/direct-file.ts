@@ -47,7 +47,7 @@ export class AlignedPool {
     return this.made.has(view.buffer) && view.byteOffset % ALIGN === 0;
   }
 
-  /** The memory `view` lies in is free again (its write is done). */
+  /** The memory `view` lies in is free again (its write is done); memory not from this pool is ignored. */
   giveBack(view: Buffer): void {
     const buf = this.made.get(view.buffer);
     if (buf && this.free.length < POOL_KEEPS && !this.free.includes(buf)) this.free.push(buf);
@@ -67,9 +67,6 @@ export class AlignedPool {
 
 export class DirectFileWriter {
   private direct: boolean;
-  /** Two aligned buffers used by turns: one being written, one being filled. */
-  private readonly aligned: Buffer[] = [];
-  private turn = 0;
   /** The write in flight: one at a time, so what is held stays bounded. */
   private writing: Promise<void> = Promise.resolve();
 
@@ -77,16 +74,17 @@ export class DirectFileWriter {
     private readonly file: string,
     private fd: number,
     direct: boolean,
-    private readonly pool?: AlignedPool,
+    private readonly pool: AlignedPool,
   ) {
     this.direct = direct;
   }
 
   /**
    * Creates (or empties) `file`; with `bypassCache`, O_DIRECT where the file
-   * system takes it. Data from `pool` is written as it is and given back.
+   * system takes it. Data from `pool` is written as it is and given back;
+   * other data is copied into memory from it for O_DIRECT.
    */
-  static create(file: string, bypassCache = true, pool?: AlignedPool): DirectFileWriter {
+  static create(file: string, bypassCache = true, pool = new AlignedPool()): DirectFileWriter {
     const { O_WRONLY, O_CREAT, O_TRUNC, O_DIRECT } = fs.constants;
     if (bypassCache && O_DIRECT !== undefined) {
       try {
@@ -111,14 +109,13 @@ export class DirectFileWriter {
    */
   async write(data: Buffer, offset: number): Promise<void> {
     let out = data;
-    const pooled = this.pool?.holdsAligned(data) === true;
-    if (this.direct && !pooled) {
-      // Copied while the write before it is still going: that one holds the other buffer.
-      out = this.alignedFor(data.length).subarray(0, data.length);
+    if (this.direct && !this.pool.holdsAligned(data)) {
+      // Copied while the write before it is still going: that one's memory is not back in the pool yet.
+      out = this.pool.take(0, data.length);
       data.copy(out);
     }
     await this.writing;
-    this.writing = this.writeOnce(out, offset).finally(() => pooled && this.pool!.giveBack(data));
+    this.writing = this.writeOnce(out, offset).finally(() => this.pool.giveBack(out));
     this.writing.catch(() => {}); // observed by the next write or by finish()
   }
 
@@ -135,12 +132,6 @@ export class DirectFileWriter {
     const fd = this.fd;
     this.fd = -1;
     if (fd >= 0) void this.writing.catch(() => {}).finally(() => fs.closeSync(fd));
-  }
-
-  private alignedFor(length: number): Buffer {
-    const i = this.turn++ % 2;
-    if (!this.aligned[i] || this.aligned[i]!.length < length) this.aligned[i] = native().alignedBuffer(Math.max(length, 1 << 20));
-    return this.aligned[i]!;
   }
 
   private async writeOnce(buf: Buffer, offset: number): Promise<void> {
