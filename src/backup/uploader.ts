@@ -249,7 +249,7 @@ export class BackupUploader extends EventEmitter {
     if (mine.txid === at.txid) return mine.checksum === at.checksum;
     if (mine.txid < at.txid) return false;
     const next = db.log.indexOf(at.txid + 1);
-    return next >= 0 && db.log.readHeader(db.log.list[next]!).preApplyChecksum === at.checksum;
+    return next >= 0 && db.log.readHeader(db.log.entry(next)).preApplyChecksum === at.checksum;
   }
 
   private async snapshot(db: DB, s: DbState, newGeneration: boolean): Promise<void> {
@@ -272,7 +272,7 @@ export class BackupUploader extends EventEmitter {
   private async uploadSegments(db: DB, s: DbState): Promise<void> {
     while (!this.abort.signal.aborted && db.position.txid > s.txid) {
       const start = db.log.indexOf(s.txid + 1);
-      const first = start >= 0 ? db.log.list[start]! : undefined;
+      const first = start >= 0 ? db.log.entry(start) : undefined;
       if (!first || db.log.readHeader(first).preApplyChecksum !== s.checksum) {
         // The log no longer holds what follows the bucket (or holds another history): start over.
         this.opts.log.warn({ db: db.name, generation: s.generation, txid: s.txid }, first ? 'backup: the log diverges from the bucket; starting a new generation' : 'backup: the log no longer covers the bucket; starting a new generation');

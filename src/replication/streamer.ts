@@ -229,7 +229,7 @@ class Subscriber {
       return;
     }
     const next = at.txid > 0 && at.txid < mine.txid ? db.log.indexOf(at.txid + 1) : -1;
-    if (next >= 0 && db.log.readHeader(db.log.list[next]!).preApplyChecksum === at.checksum) {
+    if (next >= 0 && db.log.readHeader(db.log.entry(next)).preApplyChecksum === at.checksum) {
       this.sent.set(db.name, at.txid);
       await this.sendFrom(db, at.txid + 1);
       return;

@@ -547,10 +547,9 @@ export class DB extends EventEmitter {
    * ones it never got.
    */
   ownHistory(max = 1000): Position[] | undefined {
-    const list = this.log.list;
     const out: Position[] = [];
-    for (let i = list.length - 1; i >= 0 && out.length < max; i--) {
-      const h = this.log.readHeader(list[i]!);
+    for (let i = this.log.count - 1; i >= 0 && out.length < max; i--) {
+      const h = this.log.readHeader(this.log.entry(i));
       if (h.nodeId !== this.ctx.nodeId) break;
       out.push({ txid: h.minTxid - 1, checksum: h.preApplyChecksum });
     }
@@ -563,7 +562,7 @@ export class DB extends EventEmitter {
     if (txid === 0) return 0n;
     if (txid > this.txid) return undefined;
     const i = this.log.indexOf(txid + 1);
-    const entry = i >= 0 ? this.log.list[i] : undefined;
+    const entry = i >= 0 ? this.log.entry(i) : undefined;
     return entry && entry.minTxid === txid + 1 ? this.log.readHeader(entry).preApplyChecksum : undefined;
   }
 

@@ -73,7 +73,7 @@ function checkLog(db: DB, log: Logger): TransactionFile | undefined {
  */
 function redoLogged(db: DB, last: TransactionFile, state: FileState): boolean {
   const applied = db.log.applied() ?? 0;
-  const redo = db.log.list.filter((e) => e.maxTxid > applied).slice(-STAGE_LIMIT);
+  const redo = db.log.entriesAfter(applied, STAGE_LIMIT);
   if (redo.length === 0 || last.pageSize !== state.pageSize) return false;
   const fd = fs.openSync(db.file, 'r+');
   try {

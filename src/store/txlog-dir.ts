@@ -6,19 +6,8 @@
 // here at ~0.4 ms a commit, more than the whole FUSE round trip.
 import fs from 'node:fs';
 import path from 'node:path';
+import { LogIndex, type LogEntry } from './log-index.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile, type TransactionHeader } from '../txlog/txfile.js';
-
-/** Where one transaction file sits in the log. */
-export interface LogEntry {
-  segment: string;
-  offset: number;
-  length: number;
-  minTxid: number;
-  maxTxid: number;
-  timestamp: number;
-  /** A stream record or backup object holds one page size: a change starts a new one (contiguousFrom). */
-  pageSize: number;
-}
 
 const SEGMENT_SUFFIX = '.seg';
 const BASE_FILE = 'base';
@@ -42,8 +31,10 @@ function isSegmentName(name: string): boolean {
   return /^[0-9a-f]{16}\.seg$/.test(name);
 }
 
+export type { LogEntry } from './log-index.js';
+
 export class TransactionLog {
-  private entries: LogEntry[] = [];
+  private readonly entries = new LogIndex();
   private fd?: number; // the segment being appended to
   private segment?: string;
   private size = 0;
@@ -66,12 +57,34 @@ export class TransactionLog {
     fs.mkdirSync(dir, { recursive: true });
   }
 
-  get list(): readonly LogEntry[] {
-    return this.entries;
+  /** How many transaction files the log holds. */
+  get count(): number {
+    return this.entries.length;
+  }
+
+  /** The i-th transaction file (0 is the oldest kept). */
+  entry(i: number): LogEntry {
+    return this.entries.at(i);
+  }
+
+  /** Every entry, oldest first (a copy: for tools and tests; the index itself is compact). */
+  list(): LogEntry[] {
+    return Array.from({ length: this.entries.length }, (_, i) => this.entries.at(i));
   }
 
   get last(): LogEntry | undefined {
-    return this.entries[this.entries.length - 1];
+    return this.entries.last;
+  }
+
+  /** The newest entries whose last TXID is above `txid`, at most `max` of them, oldest first. */
+  entriesAfter(txid: number, max: number): LogEntry[] {
+    const out: LogEntry[] = [];
+    for (let i = this.entries.length - 1; i >= 0 && out.length < max; i--) {
+      const e = this.entries.at(i);
+      if (e.maxTxid <= txid) break;
+      out.push(e);
+    }
+    return out.reverse();
   }
 
   segments(): string[] {
@@ -89,7 +102,7 @@ export class TransactionLog {
    */
   scan(check: (tx: TransactionFile) => void): { damaged?: { entry: Pick<LogEntry, 'segment' | 'offset'>; reason: string } } {
     this.closeSegment();
-    this.entries = [];
+    this.entries.clear();
     for (const segment of this.segments()) {
       const bytes = fs.readFileSync(segment);
       let offset = 0;
@@ -146,10 +159,10 @@ export class TransactionLog {
    * all, and they make one WAL_SEGMENT (docs/protocol.md).
    */
   contiguousFrom(start: number, maxBytes: number): LogEntry[] {
-    const batch = [this.entries[start]!];
+    const batch = [this.entries.at(start)];
     let bytes = batch[0]!.length;
     for (let i = start + 1; i < this.entries.length; i++) {
-      const e = this.entries[i]!;
+      const e = this.entries.at(i);
       const prev = batch[batch.length - 1]!;
       if (e.segment !== prev.segment || e.offset !== prev.offset + prev.length || e.pageSize !== prev.pageSize || bytes + e.length > maxBytes) break;
       batch.push(e);
@@ -158,18 +171,9 @@ export class TransactionLog {
     return batch;
   }
 
-  /** Index of the entry whose first TXID is `txid`, or -1 (binary search: entries ascend). */
+  /** Index of the entry whose first TXID is `txid`, or -1. */
   indexOf(txid: number): number {
-    let lo = 0;
-    let hi = this.entries.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const e = this.entries[mid]!;
-      if (e.minTxid === txid) return mid;
-      if (e.minTxid < txid) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return -1;
+    return this.entries.indexOf(txid);
   }
 
   /**
@@ -180,7 +184,7 @@ export class TransactionLog {
   reset(base: LogBase): void {
     this.closeSegment();
     for (const segment of this.segments()) fs.rmSync(segment, { force: true });
-    this.entries = [];
+    this.entries.clear();
     this.unsynced.clear();
     const file = path.join(this.dir, BASE_FILE);
     const text = JSON.stringify({ ...base, checksum: base.checksum.toString(16) }) + '\n';
@@ -256,7 +260,7 @@ export class TransactionLog {
     } catch (err) {
       fs.ftruncateSync(this.fd!, this.pendingFrom); // never leave part of a record
       this.size = this.pendingFrom;
-      this.entries.length -= chunks.length;
+      this.entries.truncate(this.entries.length - chunks.length);
       throw err;
     }
   }
@@ -268,9 +272,9 @@ export class TransactionLog {
 
   /** Appends a transaction file already encoded (a replica stores the primary's bytes as they came). */
   appendEncoded(bytes: Buffer, tx: Pick<LogEntry, 'minTxid' | 'maxTxid' | 'timestamp' | 'pageSize'>): LogEntry {
-    const last = this.last;
-    if (last && tx.minTxid !== last.maxTxid + 1) {
-      throw new TxFileError(`transaction ${tx.minTxid} does not follow ${last.maxTxid} in ${this.dir}`);
+    const lastTxid = this.entries.lastTxid;
+    if (lastTxid !== undefined && tx.minTxid !== lastTxid + 1) {
+      throw new TxFileError(`transaction ${tx.minTxid} does not follow ${lastTxid} in ${this.dir}`);
     }
     if (this.fd === undefined || this.size >= this.segmentLimit || Date.now() - this.openedAt > this.segmentMaxAge) {
       this.flush();
@@ -358,7 +362,13 @@ export class TransactionLog {
     for (const segment of this.segments()) {
       if (segment > from.segment) fs.renameSync(segment, path.join(dest, path.basename(segment)));
     }
-    this.entries = this.entries.filter((e) => e.segment < from.segment || (e.segment === from.segment && e.offset < from.offset));
+    let keep = this.entries.length;
+    while (keep > 0) {
+      const e = this.entries.at(keep - 1);
+      if (e.segment < from.segment || (e.segment === from.segment && e.offset < from.offset)) break;
+      keep--;
+    }
+    this.entries.truncate(keep);
     return dest;
   }
 
@@ -368,17 +378,12 @@ export class TransactionLog {
    */
   enforceRetention(before: number, keepFrom = Infinity): number {
     let removed = 0;
-    const bySegment = new Map<string, { timestamp: number; maxTxid: number }>();
-    for (const e of this.entries) {
-      const seen = bySegment.get(e.segment);
-      bySegment.set(e.segment, { timestamp: Math.max(seen?.timestamp ?? 0, e.timestamp), maxTxid: Math.max(seen?.maxTxid ?? 0, e.maxTxid) });
-    }
-    const segments = [...bySegment.keys()];
-    for (const segment of segments.slice(0, -1)) {
-      const { timestamp, maxTxid } = bySegment.get(segment)!;
-      if (timestamp >= before || maxTxid >= keepFrom) break;
-      fs.rmSync(segment, { force: true });
-      this.entries = this.entries.filter((e) => e.segment !== segment);
+    const segments = this.entries.segmentSummaries;
+    while (segments.length > 1) {
+      const { name, maxTimestamp, maxTxid } = segments[0]!;
+      if (maxTimestamp >= before || maxTxid >= keepFrom) break;
+      fs.rmSync(name, { force: true });
+      this.entries.dropOldestSegment();
       removed++;
     }
     return removed;

@@ -19,7 +19,7 @@ export function logRecords(dataDir: string, db: string): TransactionFile[] {
 export function logEntries(dataDir: string, db: string): LogEntry[] {
   const log = new TransactionLog(path.join(dataDir, 'txlog', db), false);
   log.scan(() => undefined);
-  return [...log.list];
+  return log.list();
 }
 
 export function segmentFiles(dataDir: string, db: string): string[] {

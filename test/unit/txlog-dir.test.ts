@@ -68,8 +68,8 @@ test('appends in a batch are one write, at the end of the batch, and read back i
     }
     assert.deepEqual(writes, [4]);
     log.append(txs[5]!);
-    assert.deepEqual(log.list.map((e) => e.maxTxid), [1, 2, 3, 4, 5, 6]);
-    assert.equal(log.read(log.list[3]!).maxTxid, 4);
+    assert.deepEqual(log.list().map((e) => e.maxTxid), [1, 2, 3, 4, 5, 6]);
+    assert.equal(log.read(log.entry(3)).maxTxid, 4);
     log.close();
     assert.deepEqual(scanTxids(dir), [1, 2, 3, 4, 5, 6]);
   });
@@ -81,7 +81,7 @@ test('a read inside a batch sees the records the batch appended', () => {
     const log = new TransactionLog(dir, true);
     log.batch(() => {
       for (const tx of txs) log.append(tx);
-      assert.equal(log.read(log.list[2]!).maxTxid, 3);
+      assert.equal(log.read(log.entry(2)).maxTxid, 3);
     });
     log.close();
     assert.deepEqual(scanTxids(dir), [1, 2, 3]);
@@ -94,7 +94,7 @@ test('a batch whose write fails leaves none of its records: the segment is cut b
     const log = new TransactionLog(dir, true);
     log.append(txs[0]!);
     log.append(txs[1]!);
-    const sizeBefore = fs.statSync(log.list[0]!.segment).size;
+    const sizeBefore = fs.statSync(log.entry(0).segment).size;
     const writev = fs.writevSync;
     fs.writevSync = ((fd: number, chunks: readonly NodeJS.ArrayBufferView[], pos?: number) => {
       writev(fd, [(chunks[0] as Buffer).subarray(0, 10)], pos); // part of a record, then the disk is full
@@ -109,7 +109,7 @@ test('a batch whose write fails leaves none of its records: the segment is cut b
       fs.writevSync = writev;
     }
     assert.equal(log.last?.maxTxid, 2);
-    assert.equal(fs.statSync(log.list[0]!.segment).size, sizeBefore);
+    assert.equal(fs.statSync(log.entry(0).segment).size, sizeBefore);
     log.append(txs[2]!);
     log.close();
     assert.deepEqual(scanTxids(dir), [1, 2, 3]);
