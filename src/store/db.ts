@@ -12,7 +12,7 @@ import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, 
 import { formatHex64 as hex, formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
-import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
+import { allPages, databaseFileInfo, logicalChecksum, ReadScratch, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
 import { checkPageSizeChange, DatabaseWriter, moveFile, STAGE_LIMIT, walModeOf, walModeOfFile } from './apply.js';
 import { imageIsRecordedState, openImageUnderLocks, type ImagePages } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';
@@ -35,6 +35,8 @@ export class DB extends EventEmitter {
   private wal?: WalCursor;
   private dbSyncedSinceCommit = false;
   private walFd?: number;
+  /** A notice's WAL frames are read here: their pages are copied into the log's record before the next read. */
+  private readonly walScratch = new ReadScratch(4 * 1024 * 1024);
   /** The end of a commit frame whose checksums SQLite is about to rewrite (see walCommit). */
   private pendingRecksum?: number;
   private imagePositionDistrusted = false; // see streamedImageDiffers
@@ -201,7 +203,7 @@ export class DB extends EventEmitter {
     }
     if (end <= this.wal.frameEnd) return; // recorded already (the kernel retried the write)
     const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
-    const bytes = Buffer.allocUnsafe(end - this.wal.frameEnd);
+    const bytes = this.walScratch.take(end - this.wal.frameEnd);
     const n = fs.readSync(fd, bytes, 0, bytes.length, this.wal.frameEnd);
     const firstFrame = (this.wal.frameEnd - WAL_HEADER_SIZE) / frameSize;
     const scan = scanWalFrames(header, bytes.subarray(0, n), firstFrame, this.wal.seed);
@@ -331,7 +333,7 @@ export class DB extends EventEmitter {
     this.pageSize = pageSize;
     this.commitSize = commitSize;
     this.lastCommit = now;
-    this.emit('commit', tx);
+    this.emit('commit', tx); // its pages may lie in a reused buffer (walScratch): listeners must not keep them
   }
 
   /**
