@@ -59,10 +59,10 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * Backup and restore failures (a bucket, an object, a plan): one line each. By name, so that
- * commands without a backup do not load its modules.
+ * Backup and restore failures (a bucket, an object, a plan) and a transaction log that cannot be
+ * written (a full disk): one line each. By name, so that commands do not load modules they do not use.
  */
-const ONE_LINE_ERRORS = new Set(['RestorePlanError', 'BackupObjectError', 'ObjectStoreError', 'RestoreError']);
+const ONE_LINE_ERRORS = new Set(['RestorePlanError', 'BackupObjectError', 'ObjectStoreError', 'RestoreError', 'LogWriteError']);
 
 /** Errors users cause are one line; anything else is a bug and keeps its stack. */
 function report(err: unknown): number {

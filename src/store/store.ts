@@ -9,6 +9,7 @@ import { DB } from './db.js';
 import type { DbContext, Role } from './types.js';
 import { classifyName } from './family.js';
 import { recoverDatabase } from './recovery.js';
+import { LogWriteError } from './txlog-dir.js';
 
 export interface StoreOptions {
   dataDir: string;
@@ -119,7 +120,13 @@ export class Store extends EventEmitter {
   private addDatabase(name: string, recover: boolean): DB {
     const db = new DB(name, this.ctx);
     db.role = this.role;
-    if (recover) recoverDatabase(db, this.opts.log, this.opts.recoverAs ?? this.role);
+    try {
+      if (recover) recoverDatabase(db, this.opts.log, this.opts.recoverAs ?? this.role);
+    } catch (err) {
+      if (!(err instanceof LogWriteError)) throw err;
+      db.close();
+      throw new LogWriteError(`database ${name}: ${err.message}; its commits are safe in its files: free space under ${this.dataDir} and start again`);
+    }
     db.attach(this.role);
     db.on('commit', (tx) => this.emit('commit', db, tx));
     this.dbs.set(name, db);

@@ -33,6 +33,19 @@ function isSegmentName(name: string): boolean {
 
 export type { LogEntry } from './log-index.js';
 
+/** The log could not take a record (a full disk, most often): the message names the file and the reason. */
+export class LogWriteError extends Error {
+  override name = 'LogWriteError';
+}
+
+function writeFully(fd: number, bytes: Buffer, position: number): void {
+  for (let done = 0; done < bytes.length; ) {
+    const n = fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
+    if (n === 0) throw new Error(`wrote nothing at byte ${position + done}`);
+    done += n;
+  }
+}
+
 export class TransactionLog {
   private readonly entries = new LogIndex();
   private fd?: number; // the segment being appended to
@@ -256,12 +269,13 @@ export class TransactionLog {
     const total = chunks.reduce((n, c) => n + c.length, 0);
     try {
       const written = fs.writevSync(this.fd!, chunks, this.pendingFrom);
-      if (written !== total) throw new Error(`short write to ${this.segment}: ${written} of ${total} bytes`);
+      // A short write (a full disk) is retried for the rest, which then fails with the reason.
+      if (written !== total) writeFully(this.fd!, Buffer.concat(chunks).subarray(written), this.pendingFrom + written);
     } catch (err) {
       fs.ftruncateSync(this.fd!, this.pendingFrom); // never leave part of a record
       this.size = this.pendingFrom;
       this.entries.truncate(this.entries.length - chunks.length);
-      throw err;
+      throw new LogWriteError(`cannot write the transaction log ${this.segment}: ${(err as Error).message}`);
     }
   }
 
@@ -307,7 +321,12 @@ export class TransactionLog {
     if (this.fd !== undefined && this.unsynced.has(this.fd)) fs.fdatasyncSync(this.fd);
     this.closeSegment();
     this.segment = path.join(this.dir, segmentName(firstTxid));
-    this.fd = fs.openSync(this.segment, 'w+'); // read too: readEncoded
+    try {
+      this.fd = fs.openSync(this.segment, 'w+'); // read too: readEncoded
+    } catch (err) {
+      this.segment = undefined;
+      throw new LogWriteError(`cannot create the transaction log segment ${path.join(this.dir, segmentName(firstTxid))}: ${(err as Error).message}`);
+    }
     this.size = 0;
     this.openedAt = Date.now();
     this.newSegments = true;
