@@ -218,15 +218,42 @@ export class DatabaseWriter {
     s.count++;
   }
 
-  /** Writes what stage() gathered, then sets the file's size to the last staged transaction's. */
+  /**
+   * Writes what stage() gathered, then sets the file's size to the last
+   * staged transaction's. Pages past the file's end go first: on a full
+   * disk the write that fails is one that grows the file, before any page
+   * readers have is overwritten, and the file is cut back to what it was
+   * (whole). A batch that shrinks the file part way writes in page order.
+   */
   writeStaged(): void {
     const s = this.staged;
     if (s.count === 0) return;
     this.staged = emptyStage();
-    // A shrink part way: what lay past it stays cut even where a later transaction grew the file again.
-    if (s.minCommitSize < s.commitSize) this.truncate(s.minCommitSize * s.pageSize);
-    this.writePages([...s.pages].sort((a, b) => a[0] - b[0]), s.pageSize);
+    const pages = [...s.pages].sort((a, b) => a[0] - b[0]);
+    const end = this.fileSize();
+    if (s.minCommitSize * s.pageSize >= end) {
+      const firstNew = pages.findIndex(([pgno]) => pgno * s.pageSize > end);
+      if (firstNew >= 0) {
+        let grown: [number, Buffer][];
+        try {
+          grown = this.writePages(pages.splice(firstNew), s.pageSize, false); // stored below, once all are in
+        } catch (err) {
+          this.size = -1; // a short write may have grown the file
+          this.truncate(end);
+          throw err;
+        }
+        this.storeRuns(grown);
+      }
+    } else {
+      this.truncate(s.minCommitSize * s.pageSize); // what lay past the shrink stays cut even where a later transaction grew the file again
+    }
+    this.writePages(pages, s.pageSize);
     this.truncate(s.commitSize * s.pageSize);
+  }
+
+  private fileSize(): number {
+    if (this.size < 0) this.size = fs.fstatSync(this.backing!.fd).size;
+    return this.size;
   }
 
   /** Forgets staged pages (the caller no longer trusts them). */
@@ -241,17 +268,26 @@ export class DatabaseWriter {
    * on a busy machine were most of an apply's time), and readers' cached
    * pages stay cached. The locks held keep readers out meanwhile.
    */
-  private writePages(pages: readonly [number, Buffer][], pageSize: number): void {
-    const { fd, nodeId } = this.backing!;
+  private writePages(pages: readonly [number, Buffer][], pageSize: number, store = true): [number, Buffer][] {
+    const runs: [number, Buffer][] = [];
     for (let i = 0; i < pages.length; ) {
       let j = i + 1;
       while (j < pages.length && pages[j]![0] === pages[j - 1]![0] + 1) j++;
       const offset = (pages[i]![0] - 1) * pageSize;
       const bytes = j === i + 1 ? pages[i]![1] : Buffer.concat(pages.slice(i, j).map((p) => p[1]));
-      writeFully(fd, bytes, offset);
-      for (let at = 0; at < bytes.length; at += STORE_BYTES) this.files.storePages(nodeId, offset + at, bytes.subarray(at, at + STORE_BYTES));
+      writeFully(this.backing!.fd, bytes, offset);
+      if (store) this.storeRuns([[offset, bytes]]);
+      else runs.push([offset, bytes]);
       if (this.size >= 0) this.size = Math.max(this.size, offset + bytes.length);
       i = j;
+    }
+    return runs;
+  }
+
+  private storeRuns(runs: readonly [number, Buffer][]): void {
+    const { nodeId } = this.backing!;
+    for (const [offset, bytes] of runs) {
+      for (let at = 0; at < bytes.length; at += STORE_BYTES) this.files.storePages(nodeId, offset + at, bytes.subarray(at, at + STORE_BYTES));
     }
   }
 
@@ -270,8 +306,7 @@ export class DatabaseWriter {
 
   /** Cuts the database file to `size` bytes when it is longer. */
   private truncate(size: number): void {
-    if (this.size < 0) this.size = fs.fstatSync(this.db!.fd).size;
-    if (this.size > size) fs.ftruncateSync(this.db!.fd, size);
+    if (this.fileSize() > size) fs.ftruncateSync(this.db!.fd, size);
     this.size = Math.min(this.size, size);
   }
 
