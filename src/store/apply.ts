@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { pagesOfWholeDatabase, PENDING_BYTE, RESERVED_BYTE, SHARED_FIRST, SHARED_SIZE } from '../sqlite/dbheader.js';
 import { ApplyError } from './types.js';
+import { writeFully } from './file-io.js';
 import { resetWalIndexHeader, SHM_HEADER_SIZE, WAL_WRITE_LOCK } from '../sqlite/shm.js';
 import { lockBefore, lockRange } from '../fuse/locks.js';
 import type { Logger } from '../log.js';
@@ -231,24 +232,27 @@ export class DatabaseWriter {
     this.staged = emptyStage();
     const pages = [...s.pages].sort((a, b) => a[0] - b[0]);
     const end = this.fileSize();
-    if (s.minCommitSize * s.pageSize >= end) {
-      const firstNew = pages.findIndex(([pgno]) => pgno * s.pageSize > end);
-      if (firstNew >= 0) {
-        let grown: [number, Buffer][];
-        try {
-          grown = this.writePages(pages.splice(firstNew), s.pageSize, false); // stored below, once all are in
-        } catch (err) {
-          this.size = -1; // a short write may have grown the file
-          this.truncate(end);
-          throw err;
-        }
-        this.storeRuns(grown);
-      }
-    } else {
+    if (s.minCommitSize * s.pageSize < end) {
       this.truncate(s.minCommitSize * s.pageSize); // what lay past the shrink stays cut even where a later transaction grew the file again
+    } else {
+      const firstNew = pages.findIndex(([pgno]) => pgno * s.pageSize > end);
+      if (firstNew >= 0) this.grow(pages.splice(firstNew), s.pageSize, end);
     }
-    this.writePages(pages, s.pageSize);
+    this.storeRuns(this.writePages(pages, s.pageSize));
     this.truncate(s.commitSize * s.pageSize);
+  }
+
+  /** Writes the pages past the file's end (`end`); if one cannot be written, cuts the file back to `end` and throws. */
+  private grow(pages: readonly [number, Buffer][], pageSize: number, end: number): void {
+    let runs: [number, Buffer][];
+    try {
+      runs = this.writePages(pages, pageSize);
+    } catch (err) {
+      this.size = -1; // a short write may have grown the file
+      this.truncate(end);
+      throw err;
+    }
+    this.storeRuns(runs); // once all are in
   }
 
   private fileSize(): number {
@@ -263,12 +267,10 @@ export class DatabaseWriter {
 
   /**
    * Writes [pgno, data] pairs (ascending), one write per run of consecutive
-   * pages, to the backing file, then stores each run into the kernel's cache
-   * of the mounted file: no FUSE round trip (two thread wakeups each, which
-   * on a busy machine were most of an apply's time), and readers' cached
-   * pages stay cached. The locks held keep readers out meanwhile.
+   * pages, to the backing file; returns the runs [offset, bytes] for
+   * storeRuns().
    */
-  private writePages(pages: readonly [number, Buffer][], pageSize: number, store = true): [number, Buffer][] {
+  private writePages(pages: readonly [number, Buffer][], pageSize: number): [number, Buffer][] {
     const runs: [number, Buffer][] = [];
     for (let i = 0; i < pages.length; ) {
       let j = i + 1;
@@ -276,14 +278,19 @@ export class DatabaseWriter {
       const offset = (pages[i]![0] - 1) * pageSize;
       const bytes = j === i + 1 ? pages[i]![1] : Buffer.concat(pages.slice(i, j).map((p) => p[1]));
       writeFully(this.backing!.fd, bytes, offset);
-      if (store) this.storeRuns([[offset, bytes]]);
-      else runs.push([offset, bytes]);
+      runs.push([offset, bytes]);
       if (this.size >= 0) this.size = Math.max(this.size, offset + bytes.length);
       i = j;
     }
     return runs;
   }
 
+  /**
+   * Puts written runs into the kernel's cache of the mounted file: no FUSE
+   * round trip (two thread wakeups each, which on a busy machine were most
+   * of an apply's time), and readers' cached pages stay cached. The locks
+   * held keep readers out meanwhile.
+   */
   private storeRuns(runs: readonly [number, Buffer][]): void {
     const { nodeId } = this.backing!;
     for (const [offset, bytes] of runs) {
@@ -405,16 +412,7 @@ async function stillNamed(handle: fsp.FileHandle, mountedPath: string): Promise<
   }
 }
 
-/** writeFully on libuv's pool. */
-export async function writeAt(fd: number, buf: Buffer, offset: number): Promise<void> {
-  for (let done = 0; done < buf.length; ) {
-    done += await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, offset + done, (err, n) => (err ? reject(err) : resolve(n))));
-  }
-}
 
-export function writeFully(fd: number, buf: Buffer, offset: number): void {
-  for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, offset + done);
-}
 
 /** Renames `from` to `to`; false when they are on different file systems (the caller copies instead). */
 export function moveFile(from: string, to: string): boolean {

@@ -12,7 +12,8 @@ import { parseWalHeader, scanWalFrames, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, 
 import { formatHex64 as hex, formatPosition, PageChecksums, pageChecksum } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { TransactionLog } from './txlog-dir.js';
-import { allPages, databaseFileInfo, logicalChecksum, ReadScratch, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
+import { allPages, databaseFileInfo, logicalChecksum, readDatabaseHeader, readPages, scanWal, walPages } from './pages.js';
+import { ReadScratch } from './file-io.js';
 import { checkPageSizeChange, DatabaseWriter, moveFile, STAGE_LIMIT, walModeOf, walModeOfFile } from './apply.js';
 import { imageIsRecordedState, openImageUnderLocks, type ImagePages } from './image-read.js';
 import { hasHotJournal, rollBackHotJournal } from './recovery.js';

@@ -16,7 +16,7 @@
 // memory to begin with, so their pages are written without that copy.
 import fs from 'node:fs';
 import { native } from '../fuse/native.js';
-import { writeAt } from './apply.js';
+import { writeAt } from './file-io.js';
 
 const ALIGN = 4096;
 /** Free buffers an AlignedPool keeps: one being written, one being filled, one decoded and waiting, and a spare. */

@@ -26,22 +26,6 @@ export function readPages(fd: number, pageSize: number, pgnos: number[]): Map<nu
   return pages;
 }
 
-/**
- * One buffer reused for reads whose bytes are done with (copied) before the
- * next read: a new 4 KiB+ buffer for each commit's WAL frames was most of
- * a primary's garbage. Reads larger than `limit` get a buffer of their own.
- */
-export class ReadScratch {
-  private buf = Buffer.alloc(0);
-  constructor(private readonly limit: number) {}
-
-  take(size: number): Buffer {
-    if (size > this.limit) return Buffer.allocUnsafe(size);
-    if (this.buf.length < size) this.buf = Buffer.allocUnsafe(Math.max(size, 64 * 1024));
-    return this.buf.subarray(0, size);
-  }
-}
-
 /** A WAL transaction's pages: the last frame of each page wins (views into the scanned buffer). */
 export function walPages(tx: WalTransaction): Map<number, Buffer> {
   const pages = new Map<number, Buffer>();

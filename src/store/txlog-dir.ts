@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LogIndex, type LogEntry } from './log-index.js';
+import { writeFully } from './file-io.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, TX_HEADER_SIZE, TxFileError, type TransactionFile, type TransactionHeader } from '../txlog/txfile.js';
 
 const SEGMENT_SUFFIX = '.seg';
@@ -36,14 +37,6 @@ export type { LogEntry } from './log-index.js';
 /** The log could not take a record (a full disk, most often): the message names the file and the reason. */
 export class LogWriteError extends Error {
   override name = 'LogWriteError';
-}
-
-function writeFully(fd: number, bytes: Buffer, position: number): void {
-  for (let done = 0; done < bytes.length; ) {
-    const n = fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
-    if (n === 0) throw new Error(`wrote nothing at byte ${position + done}`);
-    done += n;
-  }
 }
 
 export class TransactionLog {
@@ -320,13 +313,13 @@ export class TransactionLog {
     }
     if (this.fd !== undefined && this.unsynced.has(this.fd)) fs.fdatasyncSync(this.fd);
     this.closeSegment();
-    this.segment = path.join(this.dir, segmentName(firstTxid));
+    const segment = path.join(this.dir, segmentName(firstTxid));
     try {
-      this.fd = fs.openSync(this.segment, 'w+'); // read too: readEncoded
+      this.fd = fs.openSync(segment, 'w+'); // read too: readEncoded
     } catch (err) {
-      this.segment = undefined;
-      throw new LogWriteError(`cannot create the transaction log segment ${path.join(this.dir, segmentName(firstTxid))}: ${(err as Error).message}`);
+      throw new LogWriteError(`cannot create the transaction log segment ${segment}: ${(err as Error).message}`);
     }
+    this.segment = segment;
     this.size = 0;
     this.openedAt = Date.now();
     this.newSegments = true;
