@@ -106,7 +106,8 @@ export function tempDirs(prefix = 'litefs-test-'): { root: string; mnt: string; 
   const data = path.join(root, 'data');
   fs.mkdirSync(mnt);
   fs.mkdirSync(data);
-  return { root, mnt, data, cleanup: () => fs.rmSync(root, { recursive: true, force: true }) };
+  // Retried: a node stopped a moment ago may still be letting go of a file under its data dir (ENOTEMPTY, EBUSY).
+  return { root, mnt, data, cleanup: () => fs.rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }) };
 }
 
 export function sleep(ms: number): Promise<void> {
