@@ -480,7 +480,7 @@ export class DB extends EventEmitter {
       if (walAfter) await writer.prepareWal();
       if (!moved) await writer.replaceFrom(image);
       writer.finishWalState(walAfter, at.commitSize, at.pageSize);
-      this.log.reset(at);
+      this.log.reset(at, 'soon'); // durable in the background: recovery checks a replica's file against its log
       this.checksums = checksums;
       this.txid = at.txid;
       this.pageSize = at.pageSize;

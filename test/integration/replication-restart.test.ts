@@ -153,6 +153,34 @@ describe('replication: replica restarts', () => {
     }
   });
 
+  test('a replica whose snapshot\'s log base was lost (a power cut before the base was made durable, which a replica does in the background) is re-synced by a snapshot', async () => {
+    const cluster = await Cluster.create(1);
+    try {
+      const replica = cluster.replicas[0]!;
+      await cluster.start(cluster.primary);
+      const db = 'based.db';
+      await create(cluster.primary, db, 'wal');
+      await commit(cluster.primary, db, 'wal', 5);
+      await cluster.start(replica); // joins late: its database comes as a snapshot, its log starts at the base
+      await assertSame(cluster, db, replica);
+      assert.equal(countLines(replica, SNAPSHOT_APPLIED), 1, replica.proc!.output);
+      await cluster.stop(replica);
+
+      // What a power cut can leave of a base written but not yet synced: an empty file, and no segments.
+      const logDir = path.join(replica.data, 'txlog', db);
+      assert.ok(fs.statSync(path.join(logDir, 'base')).size > 0, 'the snapshot left a base');
+      fs.truncateSync(path.join(logDir, 'base'), 0);
+      for (const name of fs.readdirSync(logDir)) if (name !== 'base') fs.rmSync(path.join(logDir, name), { recursive: true });
+
+      const proc = await cluster.start(replica);
+      await assertSame(cluster, db, replica);
+      assert.match(proc.output, /database has no transaction log; it will be replaced by a snapshot/);
+      assert.equal(countLines(replica, SNAPSHOT_APPLIED), 1, proc.output);
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
   for (const mode of ['wal', 'delete'] as const) {
     test(`${mode}: a replica whose database was changed underneath notices the checksum and is re-synced`, async () => {
       const cluster = await Cluster.create(1);

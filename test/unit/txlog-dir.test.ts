@@ -115,3 +115,20 @@ test('a batch whose write fails leaves none of its records: the segment is cut b
     assert.deepEqual(scanTxids(dir), [1, 2, 3]);
   });
 });
+
+test("reset(…, 'soon') (a replica's snapshot) drops the segments and writes the base at once; only its fsync waits", () => {
+  withLog((dir) => {
+    const log = new TransactionLog(dir, true);
+    const txs = chain(3);
+    log.batch(() => {
+      for (const tx of txs) log.append(tx);
+    });
+    const base = { txid: 40, pageSize: PAGE, commitSize: 9, timestamp: 1_700_000_000_040, checksum: 0x1234n | CHECKSUM_FLAG };
+    log.reset(base, 'soon');
+    assert.deepEqual(log.base(), base);
+    assert.equal(log.count, 0);
+    assert.deepEqual(scanTxids(dir), []);
+    assert.deepEqual(new TransactionLog(dir, true).base(), base, 'a fresh reader of the directory sees the base');
+    log.close();
+  });
+});
