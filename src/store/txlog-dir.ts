@@ -360,12 +360,7 @@ export class TransactionLog {
     for (const fd of this.unsynced) fs.fdatasyncSync(fd);
     this.unsynced.clear();
     if (this.newSegments) {
-      const dir = fs.openSync(this.dir, 'r');
-      try {
-        fs.fsyncSync(dir);
-      } finally {
-        fs.closeSync(dir);
-      }
+      syncFile(this.dir);
       this.newSegments = false;
     }
   }
@@ -421,7 +416,7 @@ export class TransactionLog {
   }
 }
 
-/** fsync of a file by name. */
+/** fsync of a file or directory by name. */
 function syncFile(file: string): void {
   const fd = fs.openSync(file, 'r');
   try {
