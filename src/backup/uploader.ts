@@ -268,9 +268,15 @@ export class BackupUploader extends EventEmitter {
     this.opts.log.info({ db: db.name, generation, txid: image.txid, bytes: body.length, ms: Date.now() - started }, newGeneration ? 'backup: new generation, snapshot uploaded' : 'backup: snapshot uploaded');
   }
 
-  /** Uploads the log from the last uploaded TXID on, in objects of at most SEGMENT_OBJECT_BYTES. */
+  /**
+   * Uploads the log from the last uploaded TXID up to the position when the
+   * pass began, in objects of at most SEGMENT_OBJECT_BYTES. Commits made
+   * while it uploads wait for the next pass: chasing them would turn a
+   * steady stream of commits into back-to-back uploads of a few each.
+   */
   private async uploadSegments(db: DB, s: DbState): Promise<void> {
-    while (!this.abort.signal.aborted && db.position.txid > s.txid) {
+    const upTo = db.position.txid;
+    while (!this.abort.signal.aborted && upTo > s.txid) {
       const start = db.log.indexOf(s.txid + 1);
       const first = start >= 0 ? db.log.entry(start) : undefined;
       if (!first || db.log.readHeader(first).preApplyChecksum !== s.checksum) {

@@ -13,7 +13,8 @@ import { sleep, sqlite3, type JournalMode } from '../support/clients.js';
 import { litefs } from '../support/cli.js';
 import { Cluster, mountedSha256, readPos } from '../support/cluster.js';
 import { startS3rver, type S3rverHandle } from '../support/s3.js';
-import { backupYaml, commitRows, fileSha256, recordPoint, restore, waitBackedUp, type Point } from '../support/backup.js';
+import Database from 'better-sqlite3';
+import { backupInfo, backupYaml, commitRows, fileSha256, recordPoint, restore, waitBackedUp, type Point } from '../support/backup.js';
 
 const DB = 'backup.db';
 
@@ -77,6 +78,37 @@ describe('S3 backup and restore', () => {
       }
     });
   }
+
+  test('under a steady stream of commits the backup uploads once per sync-interval, not after every few commits', async () => {
+    const cluster = await Cluster.create(0, { extra: backupYaml(s3.endpoint, s3.bucket, 'steady', '  sync-interval: 500ms\n') });
+    try {
+      const primary = cluster.primary;
+      await cluster.start(primary);
+      const db = new Database(path.join(primary.mnt, DB));
+      let commits = 0;
+      try {
+        db.pragma('journal_mode=wal');
+        db.pragma('synchronous=normal');
+        db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+        const insert = db.prepare('INSERT INTO t(v) VALUES (?)');
+        const seconds = 3;
+        for (const end = Date.now() + seconds * 1000; Date.now() < end; commits++) insert.run(`row ${commits}`);
+      } finally {
+        db.close();
+      }
+      await waitBackedUp(primary, DB);
+      const uploads = (await backupInfo(primary, DB))!.uploads;
+      // 3 s at one pass per 500 ms, plus the first pass and the one that caught up after the stream.
+      assert.ok(uploads <= 10, `${uploads} segment uploads for ${commits} commits in 3 s at sync-interval 500ms`);
+      const point = await recordPoint(primary, DB);
+      const out = path.join(cluster.root, 'steady.db');
+      const r = await restore(primary, DB, out);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(fileSha256(out), point.sha256, 'the restore equals the primary');
+    } finally {
+      await cluster.destroy();
+    }
+  });
 
   test('a candidate with an empty disk restores before it serves; a new replica bootstraps from the backup', async () => {
     const cluster = await Cluster.create(1, { extra: backupYaml(s3.endpoint, s3.bucket, 'bootstrap') });

@@ -14,7 +14,7 @@ export function backupYaml(endpoint: string, bucket: string, prefix: string, ext
     `  access-key-id: S3RVER\n  secret-access-key: S3RVER\n${sync}${extra}`;
 }
 
-interface BackupInfo { txid: number; pending: number; generation?: string; error?: string }
+interface BackupInfo { txid: number; pending: number; uploads: number; generation?: string; error?: string }
 
 export async function backupInfo(node: ClusterNode, db: string): Promise<BackupInfo | undefined> {
   try {
