@@ -13,6 +13,13 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "libraries": ["-lpthread"],
       "defines": ["NAPI_VERSION=8"]
+    },
+    {
+      "target_name": "litefs_lz4",
+      "sources": ["native/lz4.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags liblz4)"],
+      "libraries": ["<!@(pkg-config --libs liblz4)"],
+      "defines": ["NAPI_VERSION=8"]
     }
   ]
 }

@@ -12,6 +12,10 @@ if ! pkg-config --exists fuse3; then
   echo "litefs: libfuse3 development files are missing; run etc/setup.sh (apt-get install libfuse3-dev pkg-config)" >&2
   exit 1
 fi
+if ! pkg-config --exists liblz4; then
+  echo "litefs: liblz4 development files are missing; run etc/setup.sh (apt-get install liblz4-dev)" >&2
+  exit 1
+fi
 # npm puts its bundled node-gyp on PATH for install scripts; outside npm,
 # find that same copy.
 if command -v node-gyp >/dev/null 2>&1; then

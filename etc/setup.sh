@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=""
 command -v fusermount3 >/dev/null 2>&1 || need="$need fuse3"
 pkg-config --exists fuse3 2>/dev/null || need="$need libfuse3-dev pkg-config"
+# liblz4 decompresses snapshot chunks into reused memory (native/lz4.c).
+pkg-config --exists liblz4 2>/dev/null || need="$need liblz4-dev"
 command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v make >/dev/null 2>&1 || need="$need build-essential"
@@ -29,7 +31,7 @@ export npm_config_nodedir
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-[ -f build/Release/litefs_fuse.node ] || sh etc/build-native.sh
+[ -f build/Release/litefs_fuse.node ] && [ -f build/Release/litefs_lz4.node ] || sh etc/build-native.sh
 npx tsc -p .
 # The example config mounts under the repository.
 mkdir -p .litefs/mnt .litefs/data .litefs/node1/mnt .litefs/node2/mnt .litefs/node3/mnt

@@ -5,7 +5,7 @@
 //     lz4 bodies, back to back, chained by their checksums;
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
-import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunkAsync, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
+import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
 import { RecordReader } from '../replication/record-reader.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
 import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
@@ -107,26 +107,24 @@ export function segmentObjectFiles(label: string, db: string, name: ParsedObject
 /** Where a snapshot object's pages go, chunk by chunk, as they are verified. */
 export type PageSink = (firstPgno: number, pages: Buffer, first: StreamRecord) => void | Promise<void>;
 
-/** SNAPSHOT chunks decompressing on libuv's pool at once, while the download goes on. */
-const DECODES_AHEAD = 4;
-
 /**
  * Reads a snapshot object pushed in pieces (a download in flight): checks
  * every record's CRC and the chunks' order, hands each chunk's pages to the
  * sink in order, and at the end checks that the pages' checksum is the
- * snapshot's. Chunks decompress a few at a time off the JavaScript thread.
+ * snapshot's. lz4 chunks decompress into memory from `memory` when given
+ * (the sink gives it back once written), else into new buffers.
  */
 export class SnapshotObjectReader {
   private readonly reader = new RecordReader();
   private assembler?: SnapshotAssembler;
   private first?: StreamRecord;
-  private readonly decoding: { record: StreamRecord; pages: Promise<Buffer> }[] = [];
 
   constructor(
     private readonly label: string,
     private readonly db: string,
     private readonly name: ParsedObjectName,
     private readonly sink: PageSink,
+    private readonly memory?: (size: number) => Buffer,
   ) {}
 
   private fail(what: string): never {
@@ -148,10 +146,10 @@ export class SnapshotObjectReader {
           if (r.maxTxid !== this.name.maxTxid) this.fail(`is a snapshot at TXID ${r.maxTxid}, its name says ${this.name.maxTxid}`);
           this.first = r;
         }
-        const pages = decodeSnapshotChunkAsync(r);
-        pages.catch(() => {}); // observed in its turn; a failure before it must not count as unhandled
-        this.decoding.push({ record: r, pages });
-        if (this.decoding.length >= DECODES_AHEAD) await this.deliverOne();
+        const pages = decodeSnapshotChunk(r, this.memory);
+        this.assembler ??= new SnapshotAssembler(r);
+        this.assembler.add(r, pages);
+        await this.sink(r.firstPgno, pages, this.first);
       }
     });
   }
@@ -163,23 +161,13 @@ export class SnapshotObjectReader {
   async finish(): Promise<{ first: StreamRecord; checksums: PageChecksums }> {
     return this.named(async () => {
       this.reader.end();
-      while (this.decoding.length > 0) await this.deliverOne();
       if (!this.assembler) this.fail('is empty');
       this.assembler.finish(); // throws if the object ended before its LAST chunk or the checksum differs
       return { first: this.first!, checksums: this.assembler.checksums };
     });
   }
 
-  /** The oldest chunk in decoding, checked in order and handed to the sink. */
-  private async deliverOne(): Promise<void> {
-    const { record, pages } = this.decoding.shift()!;
-    const bytes = await pages;
-    this.assembler ??= new SnapshotAssembler(record);
-    this.assembler.add(record, bytes);
-    await this.sink(record.firstPgno, bytes, this.first!);
-  }
-
-  /** Stream errors become errors naming the object. */
+/** Stream errors become errors naming the object. */
   private async named<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();

@@ -208,9 +208,11 @@ class Restorer {
   private async restoreSnapshot(): Promise<void> {
     const { store, db } = this.opts;
     const snap = this.plan.snapshot;
+    const memory = new ChunkMemory(WRITES_IN_FLIGHT + 1);
     const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, async (firstPgno, pages, first) => {
-      await this.writes.add(this.file!.write(pages, 0, pages.length, (firstPgno - 1) * first.pageSize));
-    });
+      const write = this.file!.write(pages, 0, pages.length, (firstPgno - 1) * first.pageSize);
+      await this.writes.add(write.finally(() => memory.giveBack(pages)));
+    }, memory.take);
     for await (const chunk of await store.getStream(snap.key)) {
       await reader.push(chunk);
       this.progress(chunk.length);
@@ -400,6 +402,27 @@ class SegmentPrefetch {
       decoded.catch(() => {}); // observed when its turn comes; until then a failure must not count as unhandled
       this.queue.push({ size: seg.size, decoded });
     }
+  }
+}
+
+/** Buffers for decompressed snapshot chunks, used again once their write is done (a new one per chunk was costly: lz4.ts). */
+class ChunkMemory {
+  private readonly free: Buffer[] = [];
+  private readonly made = new WeakSet<Buffer>();
+
+  constructor(private readonly keep: number) {}
+
+  readonly take = (size: number): Buffer => {
+    const i = this.free.findIndex((b) => b.length === size);
+    if (i >= 0) return this.free.splice(i, 1)[0]!;
+    const buf = Buffer.allocUnsafeSlow(size);
+    this.made.add(buf);
+    return buf;
+  };
+
+  /** `buf` is free again; buffers this pool did not make (raw chunks: views of the download) are left alone. */
+  giveBack(buf: Buffer): void {
+    if (this.made.has(buf) && this.free.length < this.keep) this.free.push(buf);
   }
 }
 

@@ -6,7 +6,8 @@
 // are in, before its lengths size anything, so a corrupt or hostile stream
 // yields a StreamError, never a huge allocation or another exception.
 
-import { compressSync, uncompress, uncompressSync } from 'lz4-napi';
+import { compressSync, uncompressSync } from 'lz4-napi';
+import { decompressInto } from '../txlog/lz4.js';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, crc64, formatHex64 as hex, PageChecksums } from '../txlog/checksum.js';
@@ -417,26 +418,22 @@ function checkLz4Prefix(payload: Buffer, expected: number, fail: Fail): void {
   if (declared !== expected) fail(`lz4 payload declares ${declared} uncompressed bytes, the chunk's pages are ${expected}`);
 }
 
-/** The chunk's raw pages (decompressed when lz4), exactly pageCount × pageSize bytes. */
-export function decodeSnapshotChunk(r: StreamRecord): Buffer {
+/**
+ * The chunk's raw pages (decompressed when lz4), exactly pageCount × pageSize
+ * bytes. With `into`, an lz4 chunk decompresses into the buffer it returns
+ * for that size (memory the caller reuses); without, into a new one.
+ */
+export function decodeSnapshotChunk(r: StreamRecord, into?: (size: number) => Buffer): Buffer {
   const chunk = snapshotChunkPayload(r);
   if (!chunk.compressed) return r.payload;
+  if (into) {
+    const pages = into(r.pageCount * r.pageSize);
+    if (!decompressInto(r.payload, pages)) chunk.fail('lz4 payload corrupt');
+    return pages;
+  }
   let pages: Buffer;
   try {
     pages = uncompressSync(r.payload);
-  } catch (err) {
-    return chunk.fail(`lz4 payload corrupt: ${(err as Error).message}`);
-  }
-  return chunk.checked(pages);
-}
-
-/** decodeSnapshotChunk with the lz4 work on libuv's pool: a reader can go on receiving meanwhile. */
-export async function decodeSnapshotChunkAsync(r: StreamRecord): Promise<Buffer> {
-  const chunk = snapshotChunkPayload(r);
-  if (!chunk.compressed) return r.payload;
-  let pages: Buffer;
-  try {
-    pages = await uncompress(r.payload);
   } catch (err) {
     return chunk.fail(`lz4 payload corrupt: ${(err as Error).message}`);
   }

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { compressSync } from 'lz4-napi';
 
+import { lz4Implementation } from '../../src/txlog/lz4.js';
 import { decodeSnapshotChunk, decodeWalSegment, encodeRecord, heartbeatRecord, MAX_CHUNK_PAGES, MAX_NAME, MAX_PAYLOAD, RecordFlag, recordTypeName, RecordType, SnapshotAssembler, snapshotChunkRecord, StreamError, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
 import { RecordReader } from '../../src/replication/record-reader.js';
 import { decodeHello, helloRecord } from '../../src/replication/hello.js';
@@ -114,7 +115,14 @@ describe('golden vectors', () => {
     const raw = readAll(readFileSync(`${VECTORS_DIR}stream-snapshot-512.bin`));
     const lz4 = readAll(readFileSync(`${VECTORS_DIR}stream-snapshot-512-lz4.bin`));
     assert.deepEqual(lz4.map((r) => r.flags & RecordFlag.lz4), [RecordFlag.lz4, RecordFlag.lz4]);
-    assert.deepEqual(lz4.map(decodeSnapshotChunk), raw.map(decodeSnapshotChunk));
+    assert.deepEqual(lz4.map((r) => decodeSnapshotChunk(r)), raw.map((r) => decodeSnapshotChunk(r)));
+    // Into memory the caller gives (what a restore does): the same pages, in that memory.
+    const given: Buffer[] = [];
+    const into = (size: number) => (given.push(Buffer.alloc(size, 0xee)), given[given.length - 1]!);
+    const decoded = lz4.map((r) => decodeSnapshotChunk(r, into));
+    assert.deepEqual(decoded, raw.map((r) => decodeSnapshotChunk(r)));
+    assert.ok(decoded.every((pages, i) => pages === given[i]), 'decompressed into the given buffers');
+    assert.equal(lz4Implementation(), 'native', 'build/Release/litefs_lz4.node loads');
   });
 
   test('the session vector is coherent: the snapshot verifies and the segment chains onto it', () => {
@@ -406,10 +414,21 @@ describe('payload decoders', () => {
     const base = { ...snapshotFields, flags: RecordFlag.lz4 };
     const cases: [Buffer, RegExp][] = [
       [craft({ ...base, payload: Buffer.from([1, 6, 0, 0, 0xff, 0xff]) }), /^stream record #1 \(SNAPSHOT app\.db\): lz4 payload declares 1537 uncompressed bytes, the chunk's pages are 1536$/],
-      [craft({ ...base, payload: Buffer.from([0, 6, 0, 0, 0xff, 0xff]) }), /lz4 payload corrupt: /],
-      [craft({ ...base, payload: Buffer.concat([Buffer.from([0, 6, 0, 0]), compressSync(Buffer.alloc(100)).subarray(4)]) }), /lz4 payload corrupt: /],
+      [craft({ ...base, payload: Buffer.from([0, 6, 0, 0, 0xff, 0xff]) }), /lz4 payload corrupt/],
+      [craft({ ...base, payload: Buffer.concat([Buffer.from([0, 6, 0, 0]), compressSync(Buffer.alloc(100)).subarray(4)]) }), /lz4 payload corrupt/],
     ];
-    for (const [bytes, message] of cases) expectStreamError(() => decodeSnapshotChunk(readOne(bytes)), message);
+    for (const [bytes, message] of cases) {
+      expectStreamError(() => decodeSnapshotChunk(readOne(bytes)), message);
+      expectStreamError(() => decodeSnapshotChunk(readOne(bytes), (size) => Buffer.alloc(size)), message);
+    }
+    // Decompressing into given memory: a block that decodes short or long of the chunk is corrupt too.
+    const pages = Buffer.alloc(1536, 7);
+    const short = Buffer.concat([Buffer.from([0, 6, 0, 0]), compressSync(pages.subarray(0, 1024)).subarray(4)]);
+    const long = Buffer.concat([Buffer.from([0, 6, 0, 0]), compressSync(Buffer.alloc(2048, 7)).subarray(4)]);
+    for (const payload of [short, long]) {
+      expectStreamError(() => decodeSnapshotChunk(readOne(craft({ ...base, payload })), (size) => Buffer.alloc(size)), /lz4 payload corrupt$/);
+    }
+    assert.ok(decodeSnapshotChunk(readOne(craft({ ...base, payload: compressSync(pages) })), (size) => Buffer.alloc(size)).equals(pages));
   });
 });
 
