@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { lockPageNumber, pagesOfWholeDatabase } from '../sqlite/dbheader.js';
+import { writevFully } from '../store/file-io.js';
 import { CHECKSUM_FLAG, PageChecksums, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { planRestore, readCatalog, RestorePlanError, type RestorePlan, type RestoreTarget, type SegmentInfo } from './catalog.js';
@@ -80,11 +81,12 @@ export async function restoreDatabase(opts: RestoreOptions): Promise<RestoreResu
   const output = path.resolve(opts.output);
   const tmp = `${output}.tmp-restore-${process.pid}`;
   const restorer = new Restorer(opts, plan);
+  const checker = new IntegrityCheck(); // its thread loads SQLite while the objects download
   try {
     await fsp.mkdir(path.dirname(output), { recursive: true });
     await restorer.run(await fsp.open(tmp, 'w+'));
     const closing = restorer.close();
-    const checking = integrityCheck(tmp, restorer.commitSize * restorer.pageSize);
+    const checking = checker.run(tmp, restorer.commitSize * restorer.pageSize);
     const reading = fileChecksum(tmp, restorer.pageSize);
     await Promise.allSettled([closing, checking, reading]); // so that a failure never races the worker's files
     await closing;
@@ -101,6 +103,7 @@ export async function restoreDatabase(opts: RestoreOptions): Promise<RestoreResu
     const dir = await fsp.open(path.dirname(output), 'r'); // so the rename survives a crash
     await dir.sync().finally(() => dir.close());
   } catch (err) {
+    await checker.cancel();
     await restorer.abandon();
     removeSidecars(tmp);
     fs.rmSync(tmp, { force: true });
@@ -127,8 +130,6 @@ class Restorer {
   private snapshotSynced: Promise<void> = Promise.resolve();
   private sums?: PageChecksums;
   private readonly writes = new WriteQueue(WRITES_IN_FLIGHT);
-  /** The previous batch's writes, still going while the next segments decode. */
-  private flushing: Promise<void> = Promise.resolve();
   private readonly parallelism: number;
   private readonly totalBytes: number;
   private doneBytes = 0;
@@ -188,7 +189,6 @@ class Restorer {
 
   /** After a failure: lets writes in flight finish (closing under them would fail them anyway), then closes. */
   async abandon(): Promise<void> {
-    await this.flushing.catch(() => {});
     await this.writes.drain().catch(() => {});
     await this.snapshotSynced.catch(() => {});
     this.closing ??= this.file?.close() ?? Promise.resolve();
@@ -236,19 +236,11 @@ class Restorer {
       this.objects++;
       this.progress(segs[i]!.size);
       if (batch.applied >= FLUSH_BYTES) {
-        await this.startFlush(batch);
+        this.flush(batch);
         batch = new PendingWrites(this.commitSize);
       }
     }
-    await this.startFlush(batch);
-    await this.flushing;
-  }
-
-  /** One batch's writes go while the next batch decodes; they must land before the next batch's (same pages). */
-  private async startFlush(batch: PendingWrites): Promise<void> {
-    await this.flushing;
-    this.flushing = this.flush(batch);
-    this.flushing.catch(() => {}); // awaited before the next flush or at the end
+    this.flush(batch);
   }
 
   /** Verifies the segment's transactions against the running checksums and adds the pages they leave to the batch. */
@@ -302,22 +294,27 @@ class Restorer {
     return false;
   }
 
-  /** Applies a batch's net effect: cut to its smallest size, write the surviving pages in runs, set the final size. */
-  private async flush(batch: PendingWrites): Promise<void> {
-    const file = this.file!;
+  /**
+   * Applies a batch's net effect: cut to its smallest size, write the
+   * surviving pages in runs, set the final size. Synchronous: the pages are
+   * mostly scattered and already in the page cache, so each write is a few
+   * microseconds, where an asynchronous one cost this thread ~30 (a 1 GiB
+   * restore's 15k page writes: 0.5 s -> 0.2 s).
+   */
+  private flush(batch: PendingWrites): void {
+    const fd = this.file!.fd;
     const pageSize = this.sums!.pageSize;
-    if (batch.lowest < this.filePages) await file.truncate(batch.lowest * pageSize);
+    if (batch.lowest < this.filePages) fs.ftruncateSync(fd, batch.lowest * pageSize);
     const pgnos = [...batch.pages.keys()].sort((a, b) => a - b);
     for (let i = 0; i < pgnos.length;) {
       let j = i + 1;
       while (j < pgnos.length && pgnos[j] === pgnos[j - 1]! + 1 && j - i < MAX_RUN) j++;
       const run = pgnos.slice(i, j).map((p) => batch.pages.get(p)!);
-      await this.writes.add(file.writev(run, (pgnos[i]! - 1) * pageSize));
+      writevFully(fd, run, (pgnos[i]! - 1) * pageSize);
       i = j;
     }
-    await this.writes.drain();
     const length = Math.max(Math.min(batch.lowest, this.filePages), pgnos[pgnos.length - 1] ?? 0);
-    if (length !== batch.size) await file.truncate(batch.size * pageSize);
+    if (length !== batch.size) fs.ftruncateSync(fd, batch.size * pageSize);
     this.filePages = batch.size;
   }
 }
@@ -448,34 +445,59 @@ class WriteQueue {
   }
 }
 
-// Runs in a worker thread: SQLite's integrity check of the file (read-only, so it cannot change a byte). Posts 'ok' or the first problem.
+// Runs in a worker thread: loads SQLite at once, then waits for the file to
+// check (read-only, so it cannot change a byte). Posts 'ok' or the first problem.
 const INTEGRITY_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.sqlite);
-let db;
-try {
-  db = new Database(workerData.file, { readonly: true, fileMustExist: true });
-  // Reading through a mapping instead of a read() per page halves the check's time.
-  db.pragma('mmap_size=' + workerData.bytes);
-  const row = db.pragma('integrity_check(1)')[0];
-  const report = row ? String(row.integrity_check) : 'no result';
-  // The report starts with a "*** in database main ***" heading: the problem is the line after it.
-  parentPort.postMessage(report === 'ok' ? report : report.split('\\n').find((line) => !line.startsWith('***')) || report);
-} catch (err) {
-  parentPort.postMessage(String(err && err.message).split('\\n')[0]);
-} finally {
-  if (db) db.close();
-}`;
+parentPort.once('message', ({ file, bytes }) => {
+  let db;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    // Reading through a mapping instead of a read() per page halves the check's time.
+    db.pragma('mmap_size=' + bytes);
+    const row = db.pragma('integrity_check(1)')[0];
+    const report = row ? String(row.integrity_check) : 'no result';
+    // The report starts with a "*** in database main ***" heading: the problem is the line after it.
+    parentPort.postMessage(report === 'ok' ? report : report.split('\\n').find((line) => !line.startsWith('***')) || report);
+  } catch (err) {
+    parentPort.postMessage(String(err && err.message).split('\\n')[0]);
+  } finally {
+    if (db) db.close();
+    parentPort.close();
+  }
+});`;
 const SQLITE_MODULE = createRequire(import.meta.url).resolve('better-sqlite3');
 
-/** SQLite's verdict on the file, from another thread so the checksum pass runs meanwhile. */
-function integrityCheck(file: string, bytes: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(INTEGRITY_WORKER, { eval: true, workerData: { file, bytes, sqlite: SQLITE_MODULE } });
-    worker.once('message', (verdict: string) => resolve(verdict));
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the integrity check's worker exited with code ${code} before answering`)));
-  });
+/**
+ * SQLite's verdict on the file, from another thread so the checksum pass
+ * runs meanwhile. The thread starts (and loads SQLite, ~50 ms) when this is
+ * made, so that the check starts at once when the file is ready.
+ */
+class IntegrityCheck {
+  private readonly worker = new Worker(INTEGRITY_WORKER, { eval: true, workerData: { sqlite: SQLITE_MODULE } });
+  private readonly verdict: Promise<string>;
+
+  constructor() {
+    this.worker.unref(); // a restore that fails before run() must not keep the process alive
+    this.verdict = new Promise((resolve, reject) => {
+      this.worker.once('message', (verdict: string) => resolve(verdict));
+      this.worker.once('error', reject);
+      this.worker.once('exit', (code) => reject(new Error(`the integrity check's worker exited with code ${code} before answering`)));
+    });
+    this.verdict.catch(() => {}); // observed by run(); unobserved after cancel()
+  }
+
+  run(file: string, bytes: number): Promise<string> {
+    this.worker.ref();
+    this.worker.postMessage({ file, bytes });
+    return this.verdict;
+  }
+
+  /** Stops the thread (the restore failed); waits until it is gone, so it holds no file open. */
+  async cancel(): Promise<void> {
+    await this.worker.terminate();
+  }
 }
 
 function removeSidecars(file: string): void {

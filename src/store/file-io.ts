@@ -6,6 +6,13 @@ export function writeFully(fd: number, buf: Buffer, offset: number): void {
   for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, offset + done);
 }
 
+/** Writes `bufs` back to back at `offset`, all of them (a vectored write may take less, e.g. near a full disk). */
+export function writevFully(fd: number, bufs: Buffer[], offset: number): void {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const n = fs.writevSync(fd, bufs, offset);
+  if (n < total) writeFully(fd, Buffer.concat(bufs).subarray(n), offset + n);
+}
+
 /** writeFully on libuv's pool. */
 export async function writeAt(fd: number, buf: Buffer, offset: number): Promise<void> {
   for (let done = 0; done < buf.length; ) {
