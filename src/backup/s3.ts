@@ -103,8 +103,10 @@ export class S3ObjectStore implements ObjectStore {
       const Range = range ? `bytes=${range.start}-${range.end - 1}` : undefined;
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range }));
       if (!res.Body) throw new Error('empty response body');
-      const bytes = await res.Body.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      // Not transformToByteArray(): it gathers the body into zeroed memory, a third of a restore's segment decoding time.
+      const chunks: Buffer[] = [];
+      for await (const chunk of res.Body as AsyncIterable<Uint8Array>) chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     } catch (err) {
       throw this.fail(key, err);
     }
