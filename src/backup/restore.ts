@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { lockPageNumber, pagesOfWholeDatabase } from '../sqlite/dbheader.js';
+import { AlignedPool, DirectFileWriter } from '../store/direct-file.js';
 import { writevFully } from '../store/file-io.js';
 import { CHECKSUM_FLAG, PageChecksums, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
@@ -59,8 +60,6 @@ export class RestoreError extends Error {
   }
 }
 
-/** Positioned writes in flight at once: enough to keep the disk busy while the next chunk decodes. */
-const WRITES_IN_FLIGHT = 16;
 /** Pages per writev call (Linux IOV_MAX is 1024). */
 const MAX_RUN = 1024;
 /** Page bytes applied before the batch is written: many small segments share one round of writes. */
@@ -84,7 +83,7 @@ export async function restoreDatabase(opts: RestoreOptions): Promise<RestoreResu
   const checker = new IntegrityCheck(); // its thread loads SQLite while the objects download
   try {
     await fsp.mkdir(path.dirname(output), { recursive: true });
-    await restorer.run(await fsp.open(tmp, 'w+'));
+    await restorer.run(await fsp.open(tmp, 'w+'), tmp);
     const closing = restorer.close();
     const checking = checker.run(tmp, restorer.commitSize * restorer.pageSize);
     const reading = fileChecksum(tmp, restorer.pageSize);
@@ -129,7 +128,9 @@ class Restorer {
   private closing?: Promise<void>;
   private snapshotSynced: Promise<void> = Promise.resolve();
   private sums?: PageChecksums;
-  private readonly writes = new WriteQueue(WRITES_IN_FLIGHT);
+  private filePath?: string;
+  /** The snapshot's writer while it streams. */
+  private snapshotWriter?: DirectFileWriter;
   private readonly parallelism: number;
   private readonly totalBytes: number;
   private doneBytes = 0;
@@ -162,9 +163,10 @@ class Restorer {
     return this.sums!.checksum;
   }
 
-  /** Writes the snapshot and the segments into `file` (left open: close() syncs it). */
-  async run(file: FileHandle): Promise<void> {
+  /** Writes the snapshot and the segments into `file`, at `filePath` (left open: close() syncs it). */
+  async run(file: FileHandle, filePath: string): Promise<void> {
     this.file = file;
+    this.filePath = filePath;
     // The first segments download while the snapshot streams: their fetches would otherwise wait for it.
     const segments = new SegmentPrefetch(this.plan.segments, this.parallelism, (seg) => this.opts.store.get(seg.key), (seg, bytes) =>
       decodeSegmentObject(this.label(seg.key), this.opts.db, { kind: 'segment', minTxid: seg.minTxid, maxTxid: seg.maxTxid }, bytes));
@@ -189,7 +191,7 @@ class Restorer {
 
   /** After a failure: lets writes in flight finish (closing under them would fail them anyway), then closes. */
   async abandon(): Promise<void> {
-    await this.writes.drain().catch(() => {});
+    this.snapshotWriter?.abandon();
     await this.snapshotSynced.catch(() => {});
     this.closing ??= this.file?.close() ?? Promise.resolve();
     await this.closing.catch(() => {});
@@ -204,23 +206,27 @@ class Restorer {
     return `${this.opts.store.label}/${key}`;
   }
 
-  /** Streams the snapshot into the file: each verified chunk is one positioned write, queued while the next decodes. */
+  /**
+   * Streams the snapshot into the file: each verified chunk is one positioned
+   * write, going while the next decodes. Past the page cache (O_DIRECT):
+   * filling a gigabyte of fresh page cache cost more CPU than anything else
+   * here (docs/backup.md); lz4 chunks decompress straight into aligned memory.
+   */
   private async restoreSnapshot(): Promise<void> {
     const { store, db } = this.opts;
     const snap = this.plan.snapshot;
-    const memory = new ChunkMemory(WRITES_IN_FLIGHT + 1);
-    const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, async (firstPgno, pages, first) => {
-      const write = this.file!.write(pages, 0, pages.length, (firstPgno - 1) * first.pageSize);
-      await this.writes.add(write.finally(() => memory.giveBack(pages)));
-    }, memory.take);
+    const memory = new AlignedPool();
+    const writer = (this.snapshotWriter = DirectFileWriter.create(this.filePath!, true, memory));
+    const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, (firstPgno, pages, first) =>
+      writer.write(pages, (firstPgno - 1) * first.pageSize), (size) => memory.take(0, size));
     for await (const chunk of await store.getStream(snap.key)) {
       await reader.push(chunk);
       this.progress(chunk.length);
     }
     const { first, checksums } = await reader.finish();
-    await this.writes.drain();
+    await writer.finish(first.commitSize * first.pageSize);
+    this.snapshotWriter = undefined;
     this.sums = checksums;
-    await this.file!.truncate(first.commitSize * first.pageSize);
     this.filePages = first.commitSize;
     this.txid = snap.txid;
     this.timestamp = Math.floor(snap.lastModified); // a directory store's mtime has fractions of a ms
@@ -402,49 +408,6 @@ class SegmentPrefetch {
   }
 }
 
-/** Buffers for decompressed snapshot chunks, used again once their write is done (a new one per chunk was costly: lz4.ts). */
-class ChunkMemory {
-  private readonly free: Buffer[] = [];
-  private readonly made = new WeakSet<Buffer>();
-
-  constructor(private readonly keep: number) {}
-
-  readonly take = (size: number): Buffer => {
-    const i = this.free.findIndex((b) => b.length === size);
-    if (i >= 0) return this.free.splice(i, 1)[0]!;
-    const buf = Buffer.allocUnsafeSlow(size);
-    this.made.add(buf);
-    return buf;
-  };
-
-  /** `buf` is free again; buffers this pool did not make (raw chunks: views of the download) are left alone. */
-  giveBack(buf: Buffer): void {
-    if (this.made.has(buf) && this.free.length < this.keep) this.free.push(buf);
-  }
-}
-
-/** Up to `limit` writes in flight; add() waits for room, drain() for all. The first failure is rethrown. */
-class WriteQueue {
-  private readonly inflight = new Set<Promise<void>>();
-  private failure: { err: unknown } | undefined;
-
-  constructor(private readonly limit: number) {}
-
-  async add(write: Promise<unknown>): Promise<void> {
-    const tracked: Promise<void> = write
-      .then(() => {}, (err: unknown) => void (this.failure ??= { err }))
-      .finally(() => this.inflight.delete(tracked));
-    this.inflight.add(tracked);
-    if (this.inflight.size >= this.limit) await Promise.race(this.inflight);
-    if (this.failure) throw this.failure.err;
-  }
-
-  async drain(): Promise<void> {
-    await Promise.all(this.inflight);
-    if (this.failure) throw this.failure.err;
-  }
-}
-
 // Runs in a worker thread: loads SQLite at once, then waits for the file to
 // check (read-only, so it cannot change a byte). Posts 'ok' or the first problem.
 const INTEGRITY_WORKER = `
@@ -504,7 +467,13 @@ function removeSidecars(file: string): void {
   for (const suffix of SIDECARS) fs.rmSync(file + suffix, { force: true });
 }
 
-/** The database checksum of a file, read in slices (the next read overlaps the current slice's CRC). */
+/**
+ * The database checksum of a file, read in slices (the next read overlaps
+ * the current slice's CRC). Through the page cache: the snapshot was
+ * written past it, and these large sequential reads bring its pages in for
+ * the integrity check running meanwhile (read past the cache as well, the
+ * two took 0.5 s longer).
+ */
 async function fileChecksum(file: string, pageSize: number): Promise<{ checksum: bigint; bytes: number }> {
   const fh = await fsp.open(file, 'r');
   try {

@@ -1,5 +1,6 @@
 // A new file written once, in large page-aligned pieces, past the page
-// cache: a replica's incoming snapshot of a database it does not have yet.
+// cache: a replica's incoming snapshot of a database it does not have yet,
+// and the snapshot a restore starts from.
 // Buffered, each byte would first be copied into fresh page-cache memory,
 // and for a 1 GiB snapshot that copy costs more CPU than everything else
 // the replica does with it (on this project's 2-core VM: ~3.4 s of kernel
