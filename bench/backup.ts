@@ -21,7 +21,7 @@ import { backupYaml } from '../test/support/backup.js';
 import { commitRate, fmt } from './measure.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 3);
-const runs = Number(process.env.BENCH_RUNS ?? 5);
+const runs = Number(process.env.BENCH_RUNS ?? 9);
 const dbMiB = Number(process.env.BENCH_DB_MIB ?? 1024);
 const segments = Number(process.env.BENCH_SEGMENTS ?? 10_000);
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-bench-backup-'));
