@@ -167,7 +167,7 @@ export class SnapshotObjectReader {
     });
   }
 
-/** Stream errors become errors naming the object. */
+  /** Stream errors become errors naming the object. */
   private async named<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();

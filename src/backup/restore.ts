@@ -15,7 +15,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { lockPageNumber, pagesOfWholeDatabase } from '../sqlite/dbheader.js';
 import { AlignedPool, DirectFileWriter } from '../store/direct-file.js';
-import { writevFully } from '../store/file-io.js';
+import { syncPath, writevFully } from '../store/file-io.js';
 import { CHECKSUM_FLAG, PageChecksums, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
 import { planRestore, readCatalog, RestorePlanError, type RestorePlan, type RestoreTarget, type SegmentInfo } from './catalog.js';
@@ -83,7 +83,7 @@ export async function restoreDatabase(opts: RestoreOptions): Promise<RestoreResu
   const checker = new IntegrityCheck(); // its thread loads SQLite while the objects download
   try {
     await fsp.mkdir(path.dirname(output), { recursive: true });
-    await restorer.run(await fsp.open(tmp, 'w+'), tmp);
+    await restorer.run(tmp);
     const closing = restorer.close();
     const checking = checker.run(tmp, restorer.commitSize * restorer.pageSize);
     const reading = fileChecksum(tmp, restorer.pageSize);
@@ -99,8 +99,7 @@ export async function restoreDatabase(opts: RestoreOptions): Promise<RestoreResu
     // Leftovers of an earlier database at `output` would be replayed onto this one by the next SQLite to open it.
     removeSidecars(output);
     await fsp.rename(tmp, output);
-    const dir = await fsp.open(path.dirname(output), 'r'); // so the rename survives a crash
-    await dir.sync().finally(() => dir.close());
+    await syncPath(path.dirname(output)); // so the rename survives a crash
   } catch (err) {
     await checker.cancel();
     await restorer.abandon();
@@ -128,7 +127,6 @@ class Restorer {
   private closing?: Promise<void>;
   private snapshotSynced: Promise<void> = Promise.resolve();
   private sums?: PageChecksums;
-  private filePath?: string;
   /** The snapshot's writer while it streams. */
   private snapshotWriter?: DirectFileWriter;
   private readonly parallelism: number;
@@ -163,14 +161,13 @@ class Restorer {
     return this.sums!.checksum;
   }
 
-  /** Writes the snapshot and the segments into `file`, at `filePath` (left open: close() syncs it). */
-  async run(file: FileHandle, filePath: string): Promise<void> {
-    this.file = file;
-    this.filePath = filePath;
+  /** Creates the file at `filePath` and writes the snapshot and the segments into it (left open: close() syncs it). */
+  async run(filePath: string): Promise<void> {
+    this.file = await fsp.open(filePath, 'w+');
     // The first segments download while the snapshot streams: their fetches would otherwise wait for it.
     const segments = new SegmentPrefetch(this.plan.segments, this.parallelism, (seg) => this.opts.store.get(seg.key), (seg, bytes) =>
       decodeSegmentObject(this.label(seg.key), this.opts.db, { kind: 'segment', minTxid: seg.minTxid, maxTxid: seg.maxTxid }, bytes));
-    await this.restoreSnapshot();
+    await this.restoreSnapshot(filePath);
     // The snapshot's pages start for the disk while the segments apply: the final fsync then has less to wait for.
     this.snapshotSynced = this.file.datasync();
     this.snapshotSynced.catch(() => {}); // awaited by close()
@@ -212,11 +209,11 @@ class Restorer {
    * filling a gigabyte of fresh page cache cost more CPU than anything else
    * here (docs/backup.md); lz4 chunks decompress straight into aligned memory.
    */
-  private async restoreSnapshot(): Promise<void> {
+  private async restoreSnapshot(filePath: string): Promise<void> {
     const { store, db } = this.opts;
     const snap = this.plan.snapshot;
     const memory = new AlignedPool();
-    const writer = (this.snapshotWriter = DirectFileWriter.create(this.filePath!, true, memory));
+    const writer = (this.snapshotWriter = DirectFileWriter.create(filePath, true, memory));
     const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, (firstPgno, pages, first) =>
       writer.write(pages, (firstPgno - 1) * first.pageSize), (size) => memory.take(0, size));
     for await (const chunk of await store.getStream(snap.key)) {

@@ -1,5 +1,6 @@
 // Small file I/O helpers shared by the log, the commit path and the replica's writer.
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 
 /** Writes all of `buf` at `offset`; a write that cannot go on (a full disk) throws its reason. */
 export function writeFully(fd: number, buf: Buffer, offset: number): void {
@@ -11,6 +12,22 @@ export function writevFully(fd: number, bufs: Buffer[], offset: number): void {
   const total = bufs.reduce((n, b) => n + b.length, 0);
   const n = fs.writevSync(fd, bufs, offset);
   if (n < total) writeFully(fd, Buffer.concat(bufs).subarray(n), offset + n);
+}
+
+/** fsync of a file or directory by name. */
+export function syncFile(name: string): void {
+  const fd = fs.openSync(name, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** syncFile on libuv's pool. */
+export async function syncPath(name: string): Promise<void> {
+  const handle = await fsp.open(name, 'r');
+  await handle.sync().finally(() => handle.close());
 }
 
 /** writeFully on libuv's pool. */

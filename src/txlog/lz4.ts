@@ -14,22 +14,25 @@ interface Lz4Addon {
   decompressInto(src: Uint8Array, dst: Uint8Array): number;
 }
 
-let addon: Lz4Addon | null | undefined;
+let loaded: Lz4Addon | null | undefined;
 
-function loadAddon(): Lz4Addon | null {
+/** The addon, loaded at first use; null where it cannot load. */
+function addon(): Lz4Addon | null {
+  if (loaded !== undefined) return loaded;
   // dist/src/txlog/lz4.js -> <repo>/build/Release/litefs_lz4.node
   const file = fileURLToPath(new URL('../../../build/Release/litefs_lz4.node', import.meta.url));
   try {
-    return createRequire(import.meta.url)(file) as Lz4Addon;
+    loaded = createRequire(import.meta.url)(file) as Lz4Addon;
   } catch {
-    return null;
+    loaded = null;
   }
+  return loaded;
 }
 
 /** Fills all of `dst` from the lz4 block `src`; false when `src` is corrupt or does not decompress to exactly dst's length. */
 export function decompressInto(src: Uint8Array, dst: Buffer): boolean {
-  if (addon === undefined) addon = loadAddon();
-  if (addon) return addon.decompressInto(src, dst) === dst.length;
+  const native = addon();
+  if (native) return native.decompressInto(src, dst) === dst.length;
   let out: Buffer;
   try {
     out = uncompressSync(src);
@@ -41,6 +44,5 @@ export function decompressInto(src: Uint8Array, dst: Buffer): boolean {
 
 /** Which implementation this process uses (for tests). */
 export function lz4Implementation(): 'native' | 'lz4-napi' {
-  if (addon === undefined) addon = loadAddon();
-  return addon ? 'native' : 'lz4-napi';
+  return addon() ? 'native' : 'lz4-napi';
 }
