@@ -9,14 +9,32 @@ import { MountProcess } from './cli.js';
 import { mountPoints } from '../../src/fuse/mountpoint.js';
 import { sleep, sqlite3, tempDirs } from './clients.js';
 
+/** Ports handed out by this process: a node may not be listening on its port yet when the next is asked for. */
+const handedOut = new Set<number>();
+/** Below Linux's default ephemeral range (32768–60999), from which outgoing connections take their local ports. */
+const PORT_RANGE = { from: 20000, to: 32000 };
+
+/**
+ * A port free now, for a node to listen on later. Not one the kernel picks
+ * (listen on port 0): those come from the ephemeral range, and an outgoing
+ * connection made meanwhile could take it (seen once: EADDRINUSE at a
+ * replica's start).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    if (handedOut.has(port) || !(await canListen(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free port found in ${PORT_RANGE.from}..${PORT_RANGE.to}`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 

@@ -34,8 +34,7 @@ export async function startEtcd(opts: { dataDir?: string } = {}): Promise<EtcdIn
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? tempDirForServer('litefs-etcd-');
   const clientPort = await freePort();
-  let peerPort = await freePort();
-  while (peerPort === clientPort) peerPort = await freePort();
+  const peerPort = await freePort(); // never the same port twice in one process
   const name = `litefs-test-${process.pid}-${++seq}`;
   const url = `http://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
