@@ -6,7 +6,8 @@
 // size anything, so arbitrary bytes produce a TxFileError, never another
 // exception, a huge allocation or a crash inside lz4.
 
-import { compressSync, uncompressSync } from 'lz4-napi';
+import { compressSync } from 'lz4-napi';
+import { decompressInto } from './lz4.js';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, crc64, databaseChecksum, formatHex64 as hex } from './checksum.js';
@@ -349,13 +350,8 @@ function readBody(buf: Buffer, header: TransactionHeader, fail: Fail): Buffer {
   // Checked before lz4 sees it: the library allocates whatever this prefix says.
   const declared = stored.readUInt32LE(0);
   if (declared !== expected) fail(`lz4 body declares ${declared} uncompressed bytes, ${header.pageCount} pages need ${expected}`);
-  let body: Buffer;
-  try {
-    body = uncompressSync(stored);
-  } catch (err) {
-    fail(`lz4 body corrupt: ${(err as Error).message}`);
-  }
-  if (body.length !== expected) fail(`lz4 body corrupt: decompressed to ${body.length} bytes, expected ${expected}`);
+  const body = Buffer.allocUnsafe(expected);
+  if (!decompressInto(stored, body)) fail(`lz4 body corrupt: it does not decompress to the ${expected} bytes it declares`);
   return body;
 }
 
