@@ -115,7 +115,14 @@ export type PageSink = (firstPgno: number, pages: Buffer, first: StreamRecord) =
  * (the sink gives it back once written), else into new buffers.
  */
 export class SnapshotObjectReader {
-  private readonly reader = new RecordReader();
+  private scratch = Buffer.alloc(0);
+  // A record's compressed bytes are dead once decodeSnapshotChunk() has run: one buffer serves them all.
+  private readonly reader = new RecordReader({
+    compressedSnapshotScratch: (size) => {
+      if (this.scratch.length < size) this.scratch = Buffer.allocUnsafeSlow(size);
+      return this.scratch.subarray(0, size);
+    },
+  });
   private assembler?: SnapshotAssembler;
   private first?: StreamRecord;
 

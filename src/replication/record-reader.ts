@@ -14,6 +14,14 @@ export interface RecordReaderOptions {
    * undefined, the record is assembled in fresh memory.
    */
   snapshotMemory?: (prefix: number, size: number) => Buffer | undefined;
+  /**
+   * Memory for an lz4 SNAPSHOT record that spans pushed chunks, which the
+   * giver reuses: such a record is valid only until next() is called again
+   * (its payload is decompressed before that). Joining a gigabyte of socket
+   * reads into fresh records is garbage that has V8 collect every few
+   * tens of milliseconds.
+   */
+  compressedSnapshotScratch?: (size: number) => Buffer;
 }
 
 /**
@@ -102,12 +110,13 @@ export class RecordReader {
     return record;
   }
 
-  /** A raw SNAPSHOT record still coming: copied into snapshotMemory from here on (everything buffered is its). */
+  /** A SNAPSHOT record still coming: copied into the memory the options give from here on (everything buffered is its). */
   private startAssembly(h: RecordHeader, size: number): void {
-    if (h.type !== RecordType.Snapshot || (h.flags & RecordFlag.lz4) !== 0 || !this.opts.snapshotMemory) return;
-    const bytes = this.opts.snapshotMemory(RECORD_HEADER_SIZE + h.nameLength, size);
+    if (h.type !== RecordType.Snapshot) return;
+    const { snapshotMemory, compressedSnapshotScratch } = this.opts;
+    const bytes = (h.flags & RecordFlag.lz4) !== 0 ? compressedSnapshotScratch?.(size) : snapshotMemory?.(RECORD_HEADER_SIZE + h.nameLength, size);
     if (!bytes) return;
-    if (bytes.length !== size) throw new RangeError(`snapshotMemory gave ${bytes.length} bytes for a record of ${size}`);
+    if (bytes.length !== size) throw new RangeError(`record memory of ${bytes.length} bytes given for a record of ${size}`);
     let filled = 0;
     for (const chunk of this.chunks) filled += chunk.copy(bytes, filled);
     this.chunks = [];

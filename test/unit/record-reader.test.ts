@@ -1,7 +1,8 @@
 // RecordReader's snapshotMemory (src/replication/record-reader.ts) with an
 // AlignedPool (src/store/direct-file.ts): raw SNAPSHOT records that span
 // pushed chunks are assembled in the pool's memory with their pages on a
-// 4096-byte boundary, every record still comes out as without it, and
+// 4096-byte boundary (lz4 ones in compressedSnapshotScratch when given),
+// every record still comes out as without it, and
 // DirectFileWriter writes pool memory as it is and gives it back only once
 // the write is done. The encoder's two-part records (encodeRecordParts)
 // are the same bytes as encodeRecord's.
@@ -86,6 +87,22 @@ describe('RecordReader with snapshotMemory', () => {
     const bytes = Buffer.concat(session());
     const got = readSplit(bytes, () => 4000, new RecordReader({ snapshotMemory: () => undefined }));
     assert.deepEqual(got, readSplit(bytes, () => bytes.length, new RecordReader()));
+  });
+
+  test('lz4 chunks that span pushes are assembled in compressedSnapshotScratch; every record comes out as without it', () => {
+    const bytes = Buffer.concat(session());
+    const plain = readSplit(bytes, () => bytes.length, new RecordReader());
+    const scratch = Buffer.alloc(1 << 20);
+    let given = 0;
+    const reader = new RecordReader({ compressedSnapshotScratch: (size) => (given++, scratch.subarray(0, size)) });
+    const got: StreamRecord[] = [];
+    readSplit(bytes, () => 300, reader, (r) => {
+      const lz4 = r.type === RecordType.Snapshot && r.payload.length !== r.pageCount * PAGE;
+      assert.equal(r.payload.buffer === scratch.buffer, lz4, 'the lz4 chunk, and only it, lies in the scratch');
+      got.push({ ...r, payload: Buffer.from(r.payload) }); // copied: the scratch is the next lz4 chunk's
+    });
+    assert.deepEqual(got, plain.map((r) => ({ ...r, payload: Buffer.from(r.payload) })));
+    assert.equal(given, 1, 'asked once, for the one lz4 chunk');
   });
 
   test('a stream cut inside an assembled record is truncated; a corrupt one fails its checksum', () => {
