@@ -461,6 +461,24 @@ static napi_value js_aligned_buffer(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* readAhead(fd, offset, length): asks the kernel to read that range of the
+ * file into its page cache in the background (posix_fadvise WILLNEED), so
+ * that data written past the cache (O_DIRECT) is there again when it is
+ * next read. A hint: the kernel may skip it; errors are thrown. */
+static napi_value js_read_ahead(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  int64_t offset, length;
+  if (get_args(env, info, 3, argv)) return NULL;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int64(env, argv[1], &offset));
+  CHECK(napi_get_value_int64(env, argv[2], &length));
+  if (offset < 0 || length < 0) return throw_error(env, "EINVAL", "readAhead: negative offset or length");
+  int err = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
+  if (err) return throw_errno(env, err, "readAhead");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
@@ -476,6 +494,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"invalidate", NULL, js_invalidate, NULL, NULL, NULL, napi_default, NULL},
       {"storePages", NULL, js_store_pages, NULL, NULL, NULL, napi_default, NULL},
       {"alignedBuffer", NULL, js_aligned_buffer, NULL, NULL, NULL, napi_default, NULL},
+      {"readAhead", NULL, js_read_ahead, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -164,10 +164,13 @@ class Restorer {
   /** Creates the file at `filePath` and writes the snapshot and the segments into it (left open: close() syncs it). */
   async run(filePath: string): Promise<void> {
     this.file = await fsp.open(filePath, 'w+');
+    // The snapshot is asked for first, so that its first bytes do not wait behind the segments' downloads.
+    const snapshot = this.opts.store.getStream(this.plan.snapshot.key);
+    snapshot.catch(() => {}); // awaited by restoreSnapshot()
     // The first segments download while the snapshot streams: their fetches would otherwise wait for it.
     const segments = new SegmentPrefetch(this.plan.segments, this.parallelism, (seg) => this.opts.store.get(seg.key), (seg, bytes) =>
       decodeSegmentObject(this.label(seg.key), this.opts.db, { kind: 'segment', minTxid: seg.minTxid, maxTxid: seg.maxTxid }, bytes));
-    await this.restoreSnapshot(filePath);
+    await this.restoreSnapshot(filePath, snapshot);
     // The snapshot's pages start for the disk while the segments apply: the final fsync then has less to wait for.
     this.snapshotSynced = this.file.datasync();
     this.snapshotSynced.catch(() => {}); // awaited by close()
@@ -208,15 +211,17 @@ class Restorer {
    * write, going while the next decodes. Past the page cache (O_DIRECT):
    * filling a gigabyte of fresh page cache cost more CPU than anything else
    * here (docs/backup.md); lz4 chunks decompress straight into aligned memory.
+   * Each written chunk is read back into the page cache in the background,
+   * for the integrity check and the final checksum.
    */
-  private async restoreSnapshot(filePath: string): Promise<void> {
-    const { store, db } = this.opts;
+  private async restoreSnapshot(filePath: string, body: Promise<AsyncIterable<Buffer>>): Promise<void> {
+    const { db } = this.opts;
     const snap = this.plan.snapshot;
     const memory = new AlignedPool();
-    const writer = (this.snapshotWriter = DirectFileWriter.create(filePath, true, memory));
+    const writer = (this.snapshotWriter = DirectFileWriter.create(filePath, true, memory, { readBack: true }));
     const reader = new SnapshotObjectReader(this.label(snap.key), db, { kind: 'snapshot', minTxid: 1, maxTxid: snap.txid }, (firstPgno, pages, first) =>
       writer.write(pages, (firstPgno - 1) * first.pageSize), (size) => memory.take(0, size));
-    for await (const chunk of await store.getStream(snap.key)) {
+    for await (const chunk of await body) {
       await reader.push(chunk);
       this.progress(chunk.length);
     }
@@ -466,10 +471,10 @@ function removeSidecars(file: string): void {
 
 /**
  * The database checksum of a file, read in slices (the next read overlaps
- * the current slice's CRC). Through the page cache: the snapshot was
- * written past it, and these large sequential reads bring its pages in for
- * the integrity check running meanwhile (read past the cache as well, the
- * two took 0.5 s longer).
+ * the current slice's CRC). Through the page cache, where the snapshot's
+ * pages already are: written past it, each chunk was read back in the
+ * background as soon as it was written (DirectFileWriter's readBack), so
+ * neither this read nor the integrity check waits for the disk here.
  */
 async function fileChecksum(file: string, pageSize: number): Promise<{ checksum: bigint; bytes: number }> {
   const fh = await fsp.open(file, 'r');

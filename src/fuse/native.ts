@@ -40,6 +40,8 @@ export interface NativeAddon {
   storePages(nodeId: number, offset: number, data: Buffer): void;
   /** A buffer whose memory starts on a 4096-byte boundary, for writes to a file opened with O_DIRECT. */
   alignedBuffer(size: number): Buffer;
+  /** Has the kernel read this range of the file into its page cache in the background (posix_fadvise WILLNEED). */
+  readAhead(fd: number, offset: number, length: number): void;
 }
 
 /** Bits of the per-file flags the addon understands (native/lfs.h). */

@@ -6,6 +6,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -92,4 +93,27 @@ test('a write refused as misaligned goes through the page cache, and so does the
   const bytes = await writeAll(writer, parts, 12288);
   assert.equal(writer.bypassesCache, false);
   assert.ok(bytes.equals(expected(parts, 12288)));
+});
+
+/** Bytes of `file` in the page cache (util-linux fincore). */
+function cachedBytes(file: string): number {
+  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
+}
+
+test('with readBack, what was written past the page cache is read back into it; without, it stays out', async () => {
+  const parts = chunks();
+  const length = 65 * 65536;
+  const cold = path.join(scratch, 'cold.db');
+  const coldWriter = DirectFileWriter.create(cold);
+  for (const { data, offset } of parts) await coldWriter.write(data, offset);
+  await coldWriter.finish(length);
+  assert.equal(cachedBytes(cold), 0, 'O_DIRECT alone leaves nothing in the page cache');
+
+  const warm = path.join(scratch, 'warm.db');
+  const warmWriter = DirectFileWriter.create(warm, true, undefined, { readBack: true });
+  assert.equal(warmWriter.bypassesCache, true);
+  for (const { data, offset } of parts) await warmWriter.write(data, offset);
+  await warmWriter.finish(length);
+  assert.equal(cachedBytes(warm), 64 * 65536, 'every page written is in the page cache (the hole is not)');
+  assert.ok(fs.readFileSync(warm).equals(expected(parts, length)), 'and the file holds what was written');
 });
