@@ -11,6 +11,8 @@ pkg-config --exists fuse3 2>/dev/null || need="$need libfuse3-dev pkg-config"
 pkg-config --exists liblz4 2>/dev/null || need="$need liblz4-dev"
 command -v sqlite3 >/dev/null 2>&1 || need="$need sqlite3"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+# The tests read what is in the page cache with fincore.
+command -v fincore >/dev/null 2>&1 || need="$need util-linux-extra"
 command -v make >/dev/null 2>&1 || need="$need build-essential"
 command -v g++ >/dev/null 2>&1 || need="$need g++"
 # The etcd lease is tested against a real etcd server.
