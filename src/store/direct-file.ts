@@ -144,7 +144,7 @@ export class DirectFileWriter {
   private async writeOnce(buf: Buffer, offset: number): Promise<void> {
     try {
       await writeAt(this.fd, buf, offset);
-      if (this.readBack) this.readAhead(offset, buf.length);
+      if (this.readBack && this.direct) this.readAhead(offset, buf.length);
     } catch (err) {
       if (!this.direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
       // Misaligned for this device: the same file, through the page cache from here on.
