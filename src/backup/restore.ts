@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { lockPageNumber, pagesOfWholeDatabase } from '../sqlite/dbheader.js';
-import { AlignedPool, DirectFileWriter } from '../store/direct-file.js';
+import { AlignedPool, DirectFileWriter, readAhead } from '../store/direct-file.js';
 import { syncPath, writevFully } from '../store/file-io.js';
 import { CHECKSUM_FLAG, PageChecksums, formatHex64 as hex, pageChecksumsXor } from '../txlog/checksum.js';
 import type { TransactionFile } from '../txlog/txfile.js';
@@ -171,6 +171,10 @@ class Restorer {
     const segments = new SegmentPrefetch(this.plan.segments, this.parallelism, (seg) => this.opts.store.get(seg.key), (seg, bytes) =>
       decodeSegmentObject(this.label(seg.key), this.opts.db, { kind: 'segment', minTxid: seg.minTxid, maxTxid: seg.maxTxid }, bytes));
     await this.restoreSnapshot(filePath, snapshot);
+    // Pages read back early may have been evicted since (a host reclaiming
+    // memory it sees unused does that within seconds): those come back from
+    // the disk while the segments apply. Cached ones cost a lookup.
+    readAhead(this.file.fd, 0, this.commitSize * this.pageSize);
     // The snapshot's pages start for the disk while the segments apply: the final fsync then has less to wait for.
     this.snapshotSynced = this.file.datasync();
     this.snapshotSynced.catch(() => {}); // awaited by close()
