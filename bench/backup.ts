@@ -120,13 +120,13 @@ async function fullRun(): Promise<void> {
   console.log(`${fmt(uploaded)} segment uploads in ${((Date.now() - started) / 1000).toFixed(0)} s of small commits; after compaction the bucket holds ${keys.filter((k) => k.endsWith('.snapshot.lz4')).length} snapshot(s) and ${fmt(keys.filter((k) => k.endsWith('.seg.lz4')).length)} segment objects`);
   await big.proc.stop();
   // The source primary is another machine in this story, as S3 is: its
-  // files (the 1 GiB database, its log) are dropped before the restores.
-  // Kept, their gigabyte of cold page cache cost each restore here 10-20%
-  // (182, 188, 207 MB/s against 224, 241, 234 in two runs of this bench):
-  // most likely because this VM's host takes back memory the guest leaves
-  // free (free page reporting is on), so with the page cache full a
-  // restore fills its own from memory that is slow to touch again, where
-  // the pages just freed are not.
+  // files (the 1 GiB database, its log) are dropped before the restores,
+  // so that their gigabyte of page cache, gone cold, is not this node's.
+  // (Measured once each way in the bench flow: 182, 188, 207 MB/s kept
+  // against 224, 241, 234 dropped; the next run, dropped, gave 199, 200,
+  // 199: this host's state swings as much. This VM's host takes back
+  // memory the guest leaves free, so where the page cache fills from
+  // matters; see the README.)
   fs.rmSync(path.join(root, 'big', 'data'), { recursive: true, force: true });
 
   await timeRestores(big.config);
