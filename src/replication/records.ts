@@ -6,7 +6,7 @@
 // are in, before its lengths size anything, so a corrupt or hostile stream
 // yields a StreamError, never a huge allocation or another exception.
 
-import { compressSync, uncompressSync } from 'lz4-napi';
+import { compressSync } from 'lz4-napi';
 import { decompressInto } from '../txlog/lz4.js';
 
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
@@ -420,42 +420,21 @@ function checkLz4Prefix(payload: Buffer, expected: number, fail: Fail): void {
 
 /**
  * The chunk's raw pages (decompressed when lz4), exactly pageCount × pageSize
- * bytes. With `into`, an lz4 chunk decompresses into the buffer it returns
- * for that size (memory the caller reuses); without, into a new one.
+ * bytes. An lz4 chunk decompresses into the buffer `into` returns for that
+ * size: memory the caller reuses, or by default a new buffer.
  */
-export function decodeSnapshotChunk(r: StreamRecord, into?: (size: number) => Buffer): Buffer {
-  const chunk = snapshotChunkPayload(r);
-  if (!chunk.compressed) return r.payload;
-  if (into) {
-    const pages = into(r.pageCount * r.pageSize);
-    if (!decompressInto(r.payload, pages)) chunk.fail('lz4 payload corrupt');
-    return pages;
-  }
-  let pages: Buffer;
-  try {
-    pages = uncompressSync(r.payload);
-  } catch (err) {
-    return chunk.fail(`lz4 payload corrupt: ${(err as Error).message}`);
-  }
-  return chunk.checked(pages);
-}
-
-/** A SNAPSHOT record's payload checked before lz4 sees it, and the check of what lz4 made of it. */
-function snapshotChunkPayload(r: StreamRecord): { compressed: boolean; fail: Fail; checked(pages: Buffer): Buffer } {
+export function decodeSnapshotChunk(r: StreamRecord, into: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const fail: Fail = failFor(r);
   if (r.type !== RecordType.Snapshot) fail('not a SNAPSHOT record');
   const expected = r.pageCount * r.pageSize;
-  const compressed = (r.flags & RecordFlag.lz4) !== 0;
-  if (!compressed && r.payload.length !== expected) fail(`payload of ${r.payload.length} bytes, the chunk's pages are ${expected}`);
-  if (compressed) checkLz4Prefix(r.payload, expected, fail);
-  return {
-    compressed,
-    fail,
-    checked(pages) {
-      if (pages.length !== expected) fail(`lz4 payload corrupt: decompressed to ${pages.length} bytes, expected ${expected}`);
-      return pages;
-    },
-  };
+  if ((r.flags & RecordFlag.lz4) === 0) {
+    if (r.payload.length !== expected) fail(`payload of ${r.payload.length} bytes, the chunk's pages are ${expected}`);
+    return r.payload;
+  }
+  checkLz4Prefix(r.payload, expected, fail);
+  const pages = into(expected);
+  if (!decompressInto(r.payload, pages)) fail('lz4 payload corrupt');
+  return pages;
 }
 
 /**
