@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "litefs_fuse",
-      "sources": ["native/addon.c", "native/files.c", "native/ops.c", "native/events.c"],
+      "sources": ["native/addon.c", "native/files.c", "native/ops.c", "native/events.c", "native/loop.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse3)"],
       "libraries": ["<!@(pkg-config --libs fuse3)", "-lpthread"],
       "defines": ["FUSE_USE_VERSION=314", "_GNU_SOURCE", "NAPI_VERSION=8"]

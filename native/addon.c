@@ -66,9 +66,7 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
 }
 
 static void *loop_main(void *arg) {
-  struct fuse_loop_config *cfg = arg;
-  fuse_loop_mt(lfs_g.fuse, cfg);
-  fuse_loop_cfg_destroy(cfg);
+  lfs_loop_run(fuse_get_session(lfs_g.fuse), lfs_g.max_threads);
   lfs_event_notify_unmounted(); /* ignored after our own unmount */
   return NULL;
 }
@@ -162,15 +160,12 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   lfs_g.backing_dir = backing;
   lfs_g.backing_fd = bfd;
   lfs_g.pid = getpid();
+  lfs_g.max_threads = (int)max_threads;
   if (lfs_events_start(env, argv[2]) != 0) {
     teardown();
     return throw_error(env, "EINVAL", "cannot create the event function");
   }
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, max_threads);
-  fuse_loop_cfg_set_idle_threads(cfg, max_threads);
-  if (pthread_create(&lfs_g.loop_thread, NULL, loop_main, cfg) != 0) {
-    fuse_loop_cfg_destroy(cfg);
+  if (pthread_create(&lfs_g.loop_thread, NULL, loop_main, NULL) != 0) {
     teardown();
     return throw_error(env, "EAGAIN", "cannot start the FUSE thread");
   }

@@ -202,6 +202,7 @@ static int enqueue(void *data) {
 }
 
 int lfs_event_ask(const lfs_event *ev) {
+  lfs_loop_promote(); /* JavaScript may use the mount before it answers */
   pending_event p = {.ev = ev};
   pthread_cond_init(&p.cv, NULL);
   pthread_mutex_lock(&pending_lock);

@@ -61,6 +61,7 @@ typedef struct {
   int loop_running;
   unsigned conn_minor; /* fusectl connection id, for abort at teardown */
   pid_t pid;
+  int max_threads;   /* request threads, at most */
 } lfs_mount;
 
 extern lfs_mount lfs_g;
@@ -112,3 +113,8 @@ void lfs_events_stop(void);
 
 /* ops.c */
 extern const struct fuse_operations lfs_ops;
+
+/* loop.c */
+void lfs_loop_run(struct fuse_session *se, int max_threads);
+void lfs_loop_promote(void);
+void lfs_loop_promote_if_waiting(void);

@@ -433,6 +433,7 @@ static int op_rename(const char *from, const char *to, unsigned int flags) {
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   lfs_handle *h = handle(fi);
   if (h->fd < 0) return 0;
+  lfs_loop_promote_if_waiting(); /* others already queued are served meanwhile */
   if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0) return -errno;
   if (flags_of(h->file) & LFS_FSYNC) return ask(LFS_EV_FSYNC, h->file->path, NULL, datasync);
   return 0;
