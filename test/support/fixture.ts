@@ -23,6 +23,8 @@ type Command =
   | { cmd: 'clearFailures' }
   /** From now on each walCommit notice blocks this thread for ms, then checks its frame is still in the backing WAL and counts itself in the virtual file `counter`. */
   | { cmd: 'stallNotices'; ms: number; counter: string }
+  /** From now on each event of this type holds the JavaScript thread for ms before it is answered. */
+  | { cmd: 'slowAnswers'; type: FuseEvent['type']; ms: number }
   | { cmd: 'unmount' };
 
 /** Flags the fixture gives a new name, by its suffix. */
@@ -41,6 +43,8 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
   const failNext = new Map<string, string[]>();
   const configured = new Set<string>();
   let stall: { ms: number; counter: string; handled: number } | undefined;
+  let slow: { type: FuseEvent['type']; ms: number } | undefined;
+  const hold = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   let fuse: FuseMount;
   const send = (msg: unknown) => process.send?.(msg);
   fuse = mount(
@@ -50,8 +54,9 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
       // A name the test configured keeps its options (e.g. readOnly).
       if (ev.type === 'create' && !configured.has(ev.name) && !plain) fuse.setFile(ev.name, familyOptions(ev.name, 4096, policy !== 'quiet'));
       if (policy !== 'quiet') send({ event: ev });
+      if (slow && ev.type === slow.type) hold(slow.ms);
       if (stall && ev.type === 'walCommit' && !ev.waiting) {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, stall.ms);
+        hold(stall.ms);
         const frame = Buffer.alloc(ev.length);
         const fd = fs.openSync(path.join(dataDir, ev.name), 'r');
         const n = fs.readSync(fd, frame, 0, ev.length, ev.offset);
@@ -83,6 +88,7 @@ function runChild(mountDir: string, dataDir: string, policy: Policy): void {
         case 'unlockAll': await locks.get(msg.path)?.close(); locks.delete(msg.path); break;
         case 'failNext': failNext.set(msg.type, [...(failNext.get(msg.type) ?? []), ...Array<string>(msg.times ?? 1).fill(msg.errno)]); break;
         case 'clearFailures': failNext.clear(); break;
+        case 'slowAnswers': slow = { type: msg.type, ms: msg.ms }; break;
         case 'stallNotices': stall = { ms: msg.ms, counter: msg.counter, handled: 0 }; fuse.setVirtualFile(msg.counter, '0'); break;
         case 'unmount':
           for (const l of locks.values()) await l.close();
