@@ -19,7 +19,7 @@ import { MountProcess, writeConfig, litefs } from '../test/support/cli.js';
 import { freePort } from '../test/support/cluster.js';
 import { startS3rver } from '../test/support/s3.js';
 import { backupYaml } from '../test/support/backup.js';
-import { commitRate, fmt } from './measure.js';
+import { commitRate, fmt, median } from './measure.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 3);
 const runs = Number(process.env.BENCH_RUNS ?? 9);
@@ -82,7 +82,6 @@ async function fullRun(): Promise<void> {
     }
   }
   await waitUploaded(on.url, `c${runs - 1}.db`);
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const ratio = median(onRates) / median(offRates);
   console.log(`commit tx/s: backup off ${fmt(median(offRates))} | backup on ${fmt(median(onRates))} | ratio ${ratio.toFixed(2)} (goal >= 0.95: ${ratio >= 0.95 ? 'met' : 'NOT met'})`);
   await off.proc.stop();
@@ -145,8 +144,8 @@ async function timeRestores(config: string): Promise<void> {
   const rates: number[] = [];
   for (let i = 0; i < restoreRuns; i++) rates.push(await timeRestore(config));
   if (rates.length < 2) return;
-  const median = [...rates].sort((a, b) => a - b)[Math.floor(rates.length / 2)]!;
-  console.log(`restore: median of ${rates.length} runs ${fmt(median)} MB/s (${rates.map(fmt).join(', ')}) (goal >= 200: ${median >= 200 ? 'met' : 'NOT met'})`);
+  const middle = median(rates);
+  console.log(`restore: median of ${rates.length} runs ${fmt(middle)} MB/s (${rates.map(fmt).join(', ')}) (goal >= 200: ${middle >= 200 ? 'met' : 'NOT met'})`);
 }
 
 /** Times `litefs restore` of the latest point of big.db, as a user runs it; returns MB/s. */

@@ -8,6 +8,11 @@ export interface Rate {
   perSecond: number;
 }
 
+/** The middle value (the upper one of an even count). */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+
 /** Runs fn repeatedly for about `seconds`, checking the clock every batch. */
 export function timed(seconds: number, batch: number, fn: () => void): Rate {
   const start = process.hrtime.bigint();

@@ -65,8 +65,9 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 0;
 }
 
+/* arg: the most request threads, as an integer. */
 static void *loop_main(void *arg) {
-  lfs_loop_run(fuse_get_session(lfs_g.fuse), lfs_g.max_threads);
+  lfs_loop_run(fuse_get_session(lfs_g.fuse), (int)(intptr_t)arg);
   lfs_event_notify_unmounted(); /* ignored after our own unmount */
   return NULL;
 }
@@ -160,12 +161,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   lfs_g.backing_dir = backing;
   lfs_g.backing_fd = bfd;
   lfs_g.pid = getpid();
-  lfs_g.max_threads = (int)max_threads;
   if (lfs_events_start(env, argv[2]) != 0) {
     teardown();
     return throw_error(env, "EINVAL", "cannot create the event function");
   }
-  if (pthread_create(&lfs_g.loop_thread, NULL, loop_main, NULL) != 0) {
+  if (pthread_create(&lfs_g.loop_thread, NULL, loop_main, (void *)(intptr_t)max_threads) != 0) {
     teardown();
     return throw_error(env, "EAGAIN", "cannot start the FUSE thread");
   }

@@ -61,7 +61,6 @@ typedef struct {
   int loop_running;
   unsigned conn_minor; /* fusectl connection id, for abort at teardown */
   pid_t pid;
-  int max_threads;   /* request threads, at most */
 } lfs_mount;
 
 extern lfs_mount lfs_g;

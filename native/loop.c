@@ -69,7 +69,6 @@ static void keep_watch(void) {
       clock_gettime(CLOCK_REALTIME, &t); /* the condvar's clock */
       t.tv_nsec += WATCH_MS * 1000000L;
       if (t.tv_nsec >= 1000000000L) t.tv_sec++, t.tv_nsec -= 1000000000L;
-      seen = lp.taken;
       pthread_cond_timedwait(&lp.watch_cv, &lp.mu, &t);
       if (lp.readers == 0 && lp.taken == seen) break; /* one request held on */
     }
@@ -138,8 +137,7 @@ void lfs_loop_promote(void) {
 
 void lfs_loop_promote_if_waiting(void) {
   struct pollfd p = {.fd = fuse_session_fd(lp.se), .events = POLLIN};
-  if (__atomic_load_n(&lp.readers, __ATOMIC_RELAXED) == 0 && poll(&p, 1, 0) == 1)
-    lfs_loop_promote();
+  if (poll(&p, 1, 0) == 1) lfs_loop_promote(); /* which does nothing while another thread reads */
 }
 
 /* Serves the session until it ends; returns once every thread has left. */
