@@ -5,10 +5,13 @@
 //     lz4 bodies, back to back, chained by their checksums;
 //   - a snapshot object is the run of SNAPSHOT records of one image.
 // Decoding names the object key in every error (BackupObjectError).
-import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decodeWalSegmentFiles, walSegmentRecord, type StreamRecord } from '../replication/records.js';
+import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decodeWalSegmentFiles, walSegmentRecord, walSegmentRecordOfRun, type StreamRecord } from '../replication/records.js';
 import { RecordReader } from '../replication/record-reader.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
-import { decodeTransaction, decodeTransactionHeader, encodeTransaction, transactionFileName, TX_FLAG_LZ4, TX_TRAILER_SIZE, TxFileError, type SegmentFile, type TransactionFile } from '../txlog/txfile.js';
+import {
+  decodeTransaction, decodeTransactionHeader, encodeTransaction, isCompressedFile, splitTransactionFiles, transactionFileName, TX_TRAILER_SIZE, TxFileError,
+  type SegmentFile, type TransactionFile,
+} from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
 import type { PageChecksums } from '../txlog/checksum.js';
 
@@ -23,7 +26,7 @@ export class BackupObjectError extends Error {
 /** Segment files with lz4 bodies: a log kept uncompressed (data.compress: false) is compressed for the bucket. */
 export function compressedFiles(files: SegmentFile[]): SegmentFile[] {
   return files.map((f) => {
-    if ((f.bytes.readUInt16BE(6) & TX_FLAG_LZ4) !== 0) return f;
+    if (isCompressedFile(f.bytes)) return f;
     const tx = decodeTransaction(f.bytes);
     return { ...f, bytes: encodeTransaction(tx, { compress: true }) };
   });
@@ -32,6 +35,20 @@ export function compressedFiles(files: SegmentFile[]): SegmentFile[] {
 /** A segment object: one WAL_SEGMENT record of the files (`timestamp` is the record's; fixed by golden vectors). */
 export function encodeSegmentObject(db: string, files: SegmentFile[], timestamp = Date.now()): Buffer {
   return walSegmentRecord(db, compressedFiles(files), timestamp);
+}
+
+/**
+ * encodeSegmentObject of transaction files as one read of the log gives
+ * them, back to back in `run`: when all are compressed already (the log's
+ * default), the run is the record's payload as it is.
+ */
+export function encodeLogSegmentObject(db: string, run: Buffer, entries: readonly { length: number }[]): Buffer {
+  let offset = 0;
+  for (const e of entries) {
+    if (!isCompressedFile(run.subarray(offset, offset + e.length))) return encodeSegmentObject(db, splitTransactionFiles(run, entries));
+    offset += e.length;
+  }
+  return walSegmentRecordOfRun(db, run, entries);
 }
 
 /** The snapshot object of an image, as its SNAPSHOT records (lz4), read as it is encoded. */

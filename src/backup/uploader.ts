@@ -14,11 +14,10 @@ import type { Store } from '../store/store.js';
 import { takeSnapshot } from '../replication/snapshot.js';
 import { RECORD_HEADER_SIZE } from '../replication/records.js';
 import { formatPosition } from '../txlog/checksum.js';
-import { splitTransactionFiles } from '../txlog/txfile.js';
 import { readCatalog, segmentChain, type Generation, type SegmentInfo } from './catalog.js';
 import { compactWindows } from './compaction.js';
 import { newGenerationId, type BackupLayout } from './layout.js';
-import { encodeSegmentObject, encodeSnapshotObject } from './objects.js';
+import { encodeLogSegmentObject, encodeSnapshotObject } from './objects.js';
 import type { ObjectStore } from './object-store.js';
 import { enforceBackupRetention } from './retention.js';
 
@@ -286,14 +285,13 @@ export class BackupUploader extends EventEmitter {
         continue;
       }
       const batch = db.log.contiguousFrom(start, SEGMENT_OBJECT_BYTES);
-      const files = splitTransactionFiles(db.log.readEncoded(batch), batch);
-      const last = files[files.length - 1]!;
-      const body = encodeSegmentObject(db.name, files);
-      const key = this.opts.layout.segmentKey(db.name, s.generation!, first.minTxid, last.maxTxid);
+      const maxTxid = batch[batch.length - 1]!.maxTxid;
+      const body = encodeLogSegmentObject(db.name, db.log.readEncoded(batch), batch);
+      const key = this.opts.layout.segmentKey(db.name, s.generation!, first.minTxid, maxTxid);
       await this.opts.objects.put(key, body, this.abort.signal);
-      s.segments.push({ key, minTxid: first.minTxid, maxTxid: last.maxTxid, size: body.length, lastModified: Date.now() });
-      s.txid = last.maxTxid;
-      s.checksum = last.postApplyChecksum;
+      s.segments.push({ key, minTxid: first.minTxid, maxTxid, size: body.length, lastModified: Date.now() });
+      s.txid = maxTxid;
+      s.checksum = body.readBigUInt64BE(OFF_POST_APPLY);
       s.lastUploadAt = Date.now();
       this.stats.uploads++;
       s.uploads++;

@@ -296,14 +296,8 @@ export const readyRecord = (timestamp = Date.now()): Buffer => encodeRecord({ ty
 export const dropRecord = (name: string, timestamp = Date.now()): Buffer => encodeRecord({ type: RecordType.Drop, name, timestamp });
 
 /** Cross-checks the caller's decoded fields against the file's own header and trailer (cheap: no CRC of the body). */
-function checkSegmentFile(f: SegmentFile, index: number, prev: SegmentFile | undefined, fail: Fail): void {
-  let header: ReturnType<typeof decodeTransactionHeader>;
-  try {
-    header = decodeTransactionHeader(f.bytes);
-  } catch (err) {
-    if (err instanceof TxFileError) fail(`file ${index + 1}: ${err.message}`);
-    throw err;
-  }
+function checkSegmentFile(f: SegmentFile, index: number, fail: Fail): void {
+  const header = segmentFileHeader(f.bytes, index, fail);
   const post = header.fileSize === f.bytes.length ? f.bytes.readBigUInt64BE(f.bytes.length - TX_TRAILER_SIZE) : undefined;
   const disagree = [
     header.fileSize !== f.bytes.length && 'length', header.minTxid !== f.minTxid && 'min TXID', header.maxTxid !== f.maxTxid && 'max TXID',
@@ -311,24 +305,70 @@ function checkSegmentFile(f: SegmentFile, index: number, prev: SegmentFile | und
     header.pageSize !== f.pageSize && 'page size', header.commitSize !== f.commitSize && 'commit size',
   ].filter(Boolean);
   if (disagree.length) fail(`file ${index + 1}: the given ${disagree.join(', ')} disagree with its bytes`);
-  if (prev && (f.minTxid !== prev.maxTxid + 1 || f.preApplyChecksum !== prev.postApplyChecksum)) {
+}
+
+function segmentFileHeader(bytes: Buffer, index: number, fail: Fail): ReturnType<typeof decodeTransactionHeader> {
+  try {
+    return decodeTransactionHeader(bytes);
+  } catch (err) {
+    if (err instanceof TxFileError) fail(`file ${index + 1}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Files of one segment must chain (TXIDs and checksums) and share a page size. */
+function checkFollows(f: SegmentFile, prev: SegmentFile | undefined, fail: Fail): void {
+  if (!prev) return;
+  if (f.minTxid !== prev.maxTxid + 1 || f.preApplyChecksum !== prev.postApplyChecksum) {
     fail(`${transactionFileName(f.minTxid, f.maxTxid)} does not follow ${transactionFileName(prev.minTxid, prev.maxTxid)}`);
   }
-  if (prev && f.pageSize !== prev.pageSize) fail(`${transactionFileName(f.minTxid, f.maxTxid)} has page size ${f.pageSize}, not ${prev.pageSize}`);
+  if (f.pageSize !== prev.pageSize) fail(`${transactionFileName(f.minTxid, f.maxTxid)} has page size ${f.pageSize}, not ${prev.pageSize}`);
+}
+
+function segmentRecord(name: string, first: SegmentFile, last: SegmentFile, payload: Buffer, timestamp: number): Buffer {
+  return encodeRecord({
+    type: RecordType.WalSegment, name, pageSize: first.pageSize, commitSize: last.commitSize, minTxid: first.minTxid, maxTxid: last.maxTxid,
+    preApplyChecksum: first.preApplyChecksum, postApplyChecksum: last.postApplyChecksum, timestamp, payload,
+  });
 }
 
 /** A WAL_SEGMENT of transaction files as stored in the log; header fields come from the first and last. */
 export function walSegmentRecord(name: string, files: SegmentFile[], timestamp = Date.now()): Buffer {
   const fail: Fail = failer(recordLabel(undefined, RecordType.WalSegment, name));
   if (files.length === 0) fail('no transaction files');
-  files.forEach((f, i) => checkSegmentFile(f, i, files[i - 1], fail));
-  const first = files[0];
-  const last = files[files.length - 1];
-  return encodeRecord({
-    type: RecordType.WalSegment, name, pageSize: first.pageSize, commitSize: last.commitSize, minTxid: first.minTxid, maxTxid: last.maxTxid,
-    preApplyChecksum: first.preApplyChecksum, postApplyChecksum: last.postApplyChecksum, timestamp,
-    payload: files.length === 1 ? first.bytes : Buffer.concat(files.map((f) => f.bytes)),
+  files.forEach((f, i) => {
+    checkSegmentFile(f, i, fail);
+    checkFollows(f, files[i - 1], fail);
   });
+  return segmentRecord(name, files[0]!, files[files.length - 1]!, files.length === 1 ? files[0]!.bytes : Buffer.concat(files.map((f) => f.bytes)), timestamp);
+}
+
+/**
+ * walSegmentRecord of a run of transaction files lying back to back in
+ * `run`, one per entry, as one read of the log gives them: each header is
+ * read once, and the run itself is the payload (no copy of each file).
+ */
+export function walSegmentRecordOfRun(name: string, run: Buffer, entries: readonly { length: number }[], timestamp = Date.now()): Buffer {
+  const fail: Fail = failer(recordLabel(undefined, RecordType.WalSegment, name));
+  if (entries.length === 0) fail('no transaction files');
+  let first: SegmentFile | undefined;
+  let prev: SegmentFile | undefined;
+  let offset = 0;
+  entries.forEach((e, i) => {
+    const bytes = run.subarray(offset, offset + e.length);
+    const h = segmentFileHeader(bytes, i, fail);
+    if (h.fileSize !== e.length) fail(`file ${i + 1}: its header says ${h.fileSize} bytes, the log holds ${e.length}`);
+    const f: SegmentFile = {
+      bytes, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum,
+      postApplyChecksum: bytes.readBigUInt64BE(e.length - TX_TRAILER_SIZE), pageSize: h.pageSize, commitSize: h.commitSize,
+    };
+    checkFollows(f, prev, fail);
+    first ??= f;
+    prev = f;
+    offset += e.length;
+  });
+  if (offset !== run.length) fail(`the run holds ${run.length} bytes, its files ${offset}`);
+  return segmentRecord(name, first!, prev!, run, timestamp);
 }
 
 /** One SNAPSHOT chunk; lz4-compressed when `compress` and that makes it smaller. */

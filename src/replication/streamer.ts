@@ -9,9 +9,8 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { DB } from '../store/db.js';
 import type { Position } from '../store/types.js';
-import { splitTransactionFiles } from '../txlog/txfile.js';
 import { formatPosition } from '../txlog/checksum.js';
-import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecord } from './records.js';
+import { dropRecord, heartbeatRecord, readyRecord, walSegmentRecordOfRun } from './records.js';
 import { helloRecord, type HelloInfo } from './hello.js';
 import { snapshotRecordParts, takeSnapshot } from './snapshot.js';
 import { handoffRecord } from './handoff.js';
@@ -275,7 +274,7 @@ class Subscriber {
         return;
       }
       const batch = db.log.contiguousFrom(start, SEGMENT_BYTES);
-      await this.write(walSegmentRecord(db.name, splitTransactionFiles(db.log.readEncoded(batch), batch)));
+      await this.write(walSegmentRecordOfRun(db.name, db.log.readEncoded(batch), batch));
       txid = batch[batch.length - 1]!.maxTxid + 1;
       this.sent.set(db.name, txid - 1);
     }

@@ -43,6 +43,8 @@ const LZ4_MAX_EXPANSION = 255;
 /** Node 20 cannot hold a larger Buffer: a file claiming more is corrupt. */
 const MAX_FILE_SIZE = 2 ** 32;
 const U64_MAX = (1n << 64n) - 1n;
+/** The high 32 bits of 2^53-1: a u64 whose high word is larger does not fit a JS number. */
+const SAFE_HIGH_WORD = 0x1fffff;
 
 /** One page frame of a transaction. */
 export interface TransactionPage {
@@ -282,9 +284,10 @@ export function encodeTransaction(tx: TransactionFile, opts: { compress: boolean
 
 /** Reads a u64 that must fit a JS number (TXIDs, sizes, times). */
 function readSafeU64(buf: Buffer, offset: number, what: string, fail: Fail): number {
-  const value = buf.readBigUInt64BE(offset);
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) fail(`${what} ${value} exceeds 2^53-1`);
-  return Number(value);
+  // Two halves, not a BigInt: headers are read for every transaction streamed or uploaded.
+  const high = buf.readUInt32BE(offset);
+  if (high > SAFE_HIGH_WORD) fail(`${what} ${buf.readBigUInt64BE(offset)} exceeds 2^53-1`);
+  return high * 0x100000000 + buf.readUInt32BE(offset + 4);
 }
 
 function parseHeader(buf: Buffer, source: string | undefined): TransactionHeader {
@@ -297,7 +300,7 @@ function parseHeader(buf: Buffer, source: string | undefined): TransactionHeader
   if (version !== TX_VERSION) fail(`unsupported version ${version}`);
   const flags = buf.readUInt16BE(OFF_FLAGS);
   if ((flags & ~TX_FLAG_LZ4) !== 0) fail(`unknown flags 0x${flags.toString(16).padStart(4, '0')}`);
-  if (buf.readUInt32BE(OFF_RESERVED_A) !== 0 || buf.readBigUInt64BE(OFF_RESERVED_B) !== 0n) fail('reserved header bytes are not zero');
+  if (buf.readUInt32BE(OFF_RESERVED_A) !== 0 || buf.readUInt32BE(OFF_RESERVED_B) !== 0 || buf.readUInt32BE(OFF_RESERVED_B + 4) !== 0) fail('reserved header bytes are not zero');
 
   const minTxid = readSafeU64(buf, OFF_MIN_TXID, 'min TXID', fail);
   const maxTxid = readSafeU64(buf, OFF_MAX_TXID, 'max TXID', fail);
@@ -409,6 +412,11 @@ export function verifyChain(prev: { maxTxid: number; postApplyChecksum: bigint }
   if (next.preApplyChecksum !== prev.postApplyChecksum) {
     fail(`pre-apply checksum ${hex(next.preApplyChecksum)} differs from the previous post-apply checksum ${hex(prev.postApplyChecksum)}`);
   }
+}
+
+/** Whether a stored transaction file's body is lz4 (its header's flag; the file is not otherwise checked). */
+export function isCompressedFile(file: Buffer): boolean {
+  return file.length >= TX_HEADER_SIZE && (file.readUInt16BE(OFF_FLAGS) & TX_FLAG_LZ4) !== 0;
 }
 
 /** One transaction file as stored, with the fields a WAL_SEGMENT header needs. */

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { compressSync } from 'lz4-napi';
 
 import { lz4Implementation } from '../../src/txlog/lz4.js';
-import { decodeSnapshotChunk, decodeWalSegment, encodeRecord, heartbeatRecord, MAX_CHUNK_PAGES, MAX_NAME, MAX_PAYLOAD, RecordFlag, recordTypeName, RecordType, SnapshotAssembler, snapshotChunkRecord, StreamError, walSegmentRecord, type StreamRecord } from '../../src/replication/records.js';
+import { decodeSnapshotChunk, decodeWalSegment, encodeRecord, heartbeatRecord, MAX_CHUNK_PAGES, MAX_NAME, MAX_PAYLOAD, RecordFlag, recordTypeName, RecordType, SnapshotAssembler, snapshotChunkRecord, StreamError, walSegmentRecord, walSegmentRecordOfRun, type StreamRecord } from '../../src/replication/records.js';
 import { RecordReader } from '../../src/replication/record-reader.js';
 import { decodeHello, helloRecord } from '../../src/replication/hello.js';
 import { CHECKSUM_FLAG, crc64, pageChecksum, PageChecksums } from '../../src/txlog/checksum.js';
@@ -375,6 +375,23 @@ describe('encoder', () => {
     expectStreamError(() => walSegmentRecord(DB, [files[0], files[0]]), /0000000000000006-0000000000000006\.ltx does not follow 0000000000000006-0000000000000006\.ltx$/);
     expectStreamError(() => walSegmentRecord(DB, [{ ...files[0], postApplyChecksum: POST }]), /file 1: the given post-apply checksum disagree with its bytes$/);
     expectStreamError(() => walSegmentRecord(DB, [{ ...files[1], bytes: files[0].bytes }]), /file 1: the given min TXID, max TXID, pre-apply checksum, post-apply checksum, commit size disagree/);
+  });
+
+  test('walSegmentRecordOfRun gives walSegmentRecord\'s bytes for a run read from the log, and checks it', () => {
+    const { txs } = vectorDatabase();
+    for (const compress of [false, true]) {
+      const files = txs.map((tx) => ({ ...tx, bytes: encodeTransaction(tx, { compress }) }));
+      const run = Buffer.concat(files.map((f) => f.bytes));
+      const entries = files.map((f) => ({ length: f.bytes.length }));
+      assert.ok(walSegmentRecordOfRun(DB, run, entries, 7).equals(walSegmentRecord(DB, files, 7)));
+      assert.ok(walSegmentRecordOfRun(DB, files[1].bytes, entries.slice(1), 7).equals(walSegmentRecord(DB, files.slice(1), 7)));
+      expectStreamError(() => walSegmentRecordOfRun(DB, run, []), /^stream record \(WAL_SEGMENT app\.db\): no transaction files$/);
+      const twice = Buffer.concat([files[0].bytes, files[0].bytes]);
+      expectStreamError(() => walSegmentRecordOfRun(DB, twice, [entries[0], entries[0]]), /0000000000000006-0000000000000006\.ltx does not follow 0000000000000006-0000000000000006\.ltx$/);
+      expectStreamError(() => walSegmentRecordOfRun(DB, run, [{ length: entries[0].length + entries[1].length }]), new RegExp(`file 1: its header says ${entries[0].length} bytes, the log holds ${entries[0].length + entries[1].length}$`));
+      expectStreamError(() => walSegmentRecordOfRun(DB, Buffer.concat([run, Buffer.alloc(5)]), entries), new RegExp(`the run holds ${run.length + 5} bytes, its files ${run.length}$`));
+      expectStreamError(() => walSegmentRecordOfRun(DB, Buffer.from(run).fill(0, 0, 4), entries), /file 1: transaction file: bad magic 00000000/);
+    }
   });
 });
 
