@@ -211,8 +211,9 @@ class Restorer {
   }
 
   /**
-   * Streams the snapshot into the file: each verified chunk is one positioned
-   * write, going while the next decodes. Past the page cache (O_DIRECT):
+   * Streams the snapshot into the file: verified chunks, decompressed back
+   * to back into 4 MiB slabs, go out one slab per positioned write, going
+   * while the next slab fills. Past the page cache (O_DIRECT):
    * filling a gigabyte of fresh page cache cost more CPU than anything else
    * here (docs/backup.md); lz4 chunks decompress straight into aligned memory.
    * Each written chunk is read back into the page cache in the background,

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DirectFileWriter } from '../../src/store/direct-file.js';
+import { AlignedPool, DirectFileWriter } from '../../src/store/direct-file.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'litefs-direct-'));
 after(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -116,4 +116,39 @@ test('with readBack, what was written past the page cache is read back into it; 
   await warmWriter.finish(length);
   assert.equal(cachedBytes(warm), 64 * 65536, 'every page written is in the page cache (the hole is not)');
   assert.ok(fs.readFileSync(warm).equals(expected(parts, length)), 'and the file holds what was written');
+});
+
+test('chunks that follow each other in the file and in the pool go to the disk as one write per slab; slabs are reused', async () => {
+  const pool = new AlignedPool();
+  const file = path.join(scratch, 'runs.db');
+  const writer = DirectFileWriter.create(file, true, pool);
+  const writes: { offset: number; length: number }[] = [];
+  const spied = writer as unknown as { writeOnce: (buf: Buffer, offset: number) => Promise<void> };
+  const writeOnce = spied.writeOnce.bind(writer);
+  spied.writeOnce = (buf, offset) => {
+    writes.push({ offset, length: buf.length });
+    return writeOnce(buf, offset);
+  };
+  const parts: { data: Buffer; offset: number }[] = [];
+  const slabs = new Set<ArrayBufferLike>();
+  // 20 chunks of 512 KiB in file order, then one out of order: 8 fill a 4 MiB slab.
+  for (const [i, offset] of [...Array.from({ length: 20 }, (_, i) => i * 524288), 40 * 524288].entries()) {
+    const data = pool.take(0, 524288);
+    crypto.randomFillSync(data);
+    slabs.add(data.buffer);
+    parts.push({ data: Buffer.from(data), offset });
+    await writer.write(data, offset);
+    assert.equal(writes.length, i < 8 ? 0 : i < 16 ? 1 : i < 20 ? 2 : 3, `chunk ${i + 1}: a run starts for the disk once the next chunk cannot join it`);
+  }
+  const length = 41 * 524288;
+  await writer.finish(length);
+  assert.deepEqual(writes, [
+    { offset: 0, length: 8 * 524288 },
+    { offset: 8 * 524288, length: 8 * 524288 },
+    { offset: 16 * 524288, length: 4 * 524288 },
+    { offset: 40 * 524288, length: 524288 },
+  ]);
+  assert.ok(fs.readFileSync(file).equals(expected(parts, length)), 'the file holds every chunk');
+  assert.ok(slabs.size <= 4, `slabs written and given back are filled again (${slabs.size} used)`);
+  assert.ok(slabs.has(pool.take(0, 524288).buffer), 'after finish the pool hands out a slab it made before');
 });
