@@ -173,12 +173,14 @@ export class DirectFileWriter {
   }
 
   /**
-   * Writes `data` at `offset`. Data that continues the one before it, in
-   * the file and in a slab of the pool, joins its write; otherwise the data
-   * held so far starts for the disk once the write before it has finished.
-   * The caller awaits each call before the next; `data` must stay as it is
-   * until finish() resolves (pool memory goes back to the pool once
-   * written). A failed write makes a later call, or finish(), reject.
+   * Writes `data` at `offset`. Past the page cache, data that continues
+   * the data before it, in the file and in a slab of the pool, joins its
+   * write; otherwise what is held starts for the disk once the write before
+   * it has finished. The caller awaits each call before the next; `data`
+   * must stay as it is until the next write() or finish() resolves (pool
+   * memory is the writer's until written: it then goes back to the pool;
+   * other memory is copied into the pool's). A failed write makes a later
+   * call, or finish(), reject.
    */
   async write(data: Buffer, offset: number): Promise<void> {
     let out = data;
@@ -195,6 +197,7 @@ export class DirectFileWriter {
     }
     await this.startRun();
     this.run = { offset, bytes: out, views: [out] };
+    if (!this.direct) await this.startRun(); // through the page cache nothing joins: it goes at once
   }
 
   /** Writes what is held, sets the length and closes the file. */
