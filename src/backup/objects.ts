@@ -9,7 +9,7 @@ import { RecordType, SnapshotAssembler, StreamError, decodeSnapshotChunk, decode
 import { RecordReader } from '../replication/record-reader.js';
 import { streamSnapshotRecords, type SnapshotImage } from '../replication/snapshot.js';
 import {
-  decodeTransaction, decodeTransactionHeader, encodeTransaction, isCompressedFile, splitTransactionFiles, transactionFileName, TX_TRAILER_SIZE, TxFileError,
+  decodeTransaction, decodeTransactionHeader, encodeTransaction, isCompressedFile, segmentFileOf, splitTransactionFiles, transactionFileName, TxFileError,
   type SegmentFile, type TransactionFile,
 } from '../txlog/txfile.js';
 import type { ParsedObjectName } from './layout.js';
@@ -102,11 +102,7 @@ export function segmentObjectFiles(label: string, db: string, name: ParsedObject
     for (let offset = 0; offset < r.payload.length;) {
       const h = decodeTransactionHeader(r.payload.subarray(offset), `at payload offset ${offset}`);
       if (offset + h.fileSize > r.payload.length) fail(`${txName(h)} is cut short at payload offset ${offset}`);
-      const file = r.payload.subarray(offset, offset + h.fileSize);
-      const f: SegmentFile = {
-        bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum,
-        postApplyChecksum: file.readBigUInt64BE(h.fileSize - TX_TRAILER_SIZE), pageSize: h.pageSize, commitSize: h.commitSize,
-      };
+      const f = segmentFileOf(r.payload.subarray(offset, offset + h.fileSize), h);
       const prev = files[files.length - 1];
       if (prev && (f.minTxid !== prev.maxTxid + 1 || f.preApplyChecksum !== prev.postApplyChecksum)) fail(`${txName(f)} does not follow ${txName(prev)}`);
       files.push(f);

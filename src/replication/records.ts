@@ -12,7 +12,7 @@ import { decompressInto } from '../txlog/lz4.js';
 import { isValidPageSize, lockPageNumber } from '../sqlite/dbheader.js';
 import { CHECKSUM_FLAG, crc64, formatHex64 as hex, PageChecksums } from '../txlog/checksum.js';
 import {
-  decodeTransaction, decodeTransactionHeader, transactionFileName, TX_HEADER_SIZE, TX_TRAILER_SIZE, TxFileError, verifyChain,
+  decodeTransaction, decodeTransactionHeader, segmentFileOf, transactionFileName, TX_HEADER_SIZE, TX_TRAILER_SIZE, TxFileError, verifyChain,
   type TransactionFile,
 } from '../txlog/txfile.js';
 import type { SegmentFile } from '../txlog/txfile.js';
@@ -354,19 +354,16 @@ export function walSegmentRecordOfRun(name: string, run: Buffer, entries: readon
   let first: SegmentFile | undefined;
   let prev: SegmentFile | undefined;
   let offset = 0;
-  entries.forEach((e, i) => {
+  for (const [i, e] of entries.entries()) {
     const bytes = run.subarray(offset, offset + e.length);
     const h = segmentFileHeader(bytes, i, fail);
     if (h.fileSize !== e.length) fail(`file ${i + 1}: its header says ${h.fileSize} bytes, the log holds ${e.length}`);
-    const f: SegmentFile = {
-      bytes, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum,
-      postApplyChecksum: bytes.readBigUInt64BE(e.length - TX_TRAILER_SIZE), pageSize: h.pageSize, commitSize: h.commitSize,
-    };
+    const f = segmentFileOf(bytes, h);
     checkFollows(f, prev, fail);
     first ??= f;
     prev = f;
     offset += e.length;
-  });
+  }
   if (offset !== run.length) fail(`the run holds ${run.length} bytes, its files ${offset}`);
   return segmentRecord(name, first!, prev!, run, timestamp);
 }

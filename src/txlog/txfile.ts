@@ -428,8 +428,14 @@ export function splitTransactionFiles(bytes: Buffer, entries: readonly { length:
   return entries.map((e) => {
     const file = bytes.subarray(offset, offset + e.length);
     offset += e.length;
-    const h = decodeTransactionHeader(file.subarray(0, TX_HEADER_SIZE));
-    const postApplyChecksum = file.readBigUInt64BE(file.length - TX_TRAILER_SIZE);
-    return { bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum, postApplyChecksum, pageSize: h.pageSize, commitSize: h.commitSize };
+    return segmentFileOf(file, decodeTransactionHeader(file.subarray(0, TX_HEADER_SIZE)));
   });
+}
+
+/** A stored file as a SegmentFile, from its decoded header (the post-apply checksum is read from its trailer). */
+export function segmentFileOf(file: Buffer, h: TransactionHeader): SegmentFile {
+  return {
+    bytes: file, minTxid: h.minTxid, maxTxid: h.maxTxid, preApplyChecksum: h.preApplyChecksum,
+    postApplyChecksum: file.readBigUInt64BE(file.length - TX_TRAILER_SIZE), pageSize: h.pageSize, commitSize: h.commitSize,
+  };
 }
